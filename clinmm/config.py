@@ -1,0 +1,337 @@
+"""Typed configuration: one dataclass per stage, loaded from YAML with ``yaml.safe_load``.
+
+An unknown key or a value of the wrong type is a :class:`~clinmm.errors.ConfigError` that names the key and the file.
+Library code takes these objects as arguments; only the CLI and the dashboard read files, argv or the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from clinmm.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "ImageEncoderConfig",
+    "TextEncoderConfig",
+    "FusionConfig",
+    "TrainConfig",
+    "ScoreConfig",
+    "ClinmmConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "demo_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """What the model reads and how the inputs are prepared.
+
+    Args:
+        labels: finding names, in output order; empty means every ``label_<finding>`` column of the manifest.
+        modalities: DICOM modalities the model is trained on; other studies are ``out_of_scope`` when scored.
+        image_size: side of the square model input (2D: H = W = image_size) after letterboxing.
+        intensity: ``"percentile"`` (per image: 0.5–99.5 percentile of modality values → 0..1, the documented
+            default for CR/DX, whose raw values have no physical unit) or ``"window"`` (fixed ``window`` in
+            modality units, e.g. HU for CT). Never the header's VOI window, which varies by site.
+        window: (low, high) in modality units for ``intensity="window"``.
+        num_workers: DataLoader worker processes for decoding.
+    """
+
+    labels: list[str] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=lambda: ["CR", "DX"])
+    image_size: int = 256
+    intensity: Literal["percentile", "window"] = "percentile"
+    window: list[float] = field(default_factory=lambda: [-1000.0, 1000.0])
+    num_workers: int = 0
+
+
+@dataclass
+class ImageEncoderConfig:
+    """MONAI image backbone.
+
+    Args:
+        backbone: ``densenet121`` (GPU default), ``densenet_small`` (CPU demo), ``resnet18``, ``resnet50``, ``vit``.
+        spatial_dims: 2 for radiographs/slices, 3 for CT/MR volumes.
+        pretrained_path: local safetensors file with backbone weights (checked by sha256 if ``pretrained_sha256``).
+        pretrained_sha256: expected sha256 of ``pretrained_path``.
+    """
+
+    backbone: str = "densenet121"
+    spatial_dims: int = 2
+    pretrained_path: str | None = None
+    pretrained_sha256: str | None = None
+
+
+@dataclass
+class TextEncoderConfig:
+    """BERT-family text encoder from a local directory.
+
+    Args:
+        path: local checkpoint directory; ``None`` means the packaged offline all-MiniLM-L6-v2.
+        max_length: tokens per chunk (≤ the encoder's position limit).
+        stride: tokens shared by consecutive chunks of a long note.
+        max_chunks: chunks kept per note (the rest is dropped with a warning).
+        pooling: how chunks are combined: ``tokens`` (all chunk tokens go to fusion, overlaps de-duplicated),
+            ``mean`` or ``max`` (one vector per chunk position pooled across chunks).
+        freeze_layers: number of lower transformer layers (plus embeddings) kept frozen.
+        lora: fine-tune the text encoder with LoRA adapters instead of full weights.
+        lora_r: LoRA rank.
+    """
+
+    path: str | None = None
+    max_length: int = 128
+    stride: int = 32
+    max_chunks: int = 8
+    pooling: Literal["tokens", "mean", "max"] = "tokens"
+    freeze_layers: int = 0
+    lora: bool = False
+    lora_r: int = 8
+
+
+@dataclass
+class FusionConfig:
+    """How image and text tokens meet.
+
+    Args:
+        method: ``cross_attention`` (default), ``concat``, ``gated``, ``image_only``, ``text_only``.
+        dim: common token width D after projection.
+        heads: attention heads in the label-query cross-attention.
+        dropout: dropout in fusion layers.
+        modality_dropout: probability, per training sample, of dropping one present modality.
+        aux_image_weight: α, weight of the auxiliary image-only head's loss.
+        aux_text_weight: β, weight of the auxiliary text-only head's loss.
+    """
+
+    method: Literal["cross_attention", "concat", "gated", "image_only", "text_only"] = "cross_attention"
+    dim: int = 256
+    heads: int = 4
+    dropout: float = 0.1
+    modality_dropout: float = 0.15
+    aux_image_weight: float = 0.3
+    aux_text_weight: float = 0.3
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation.
+
+    Args:
+        epochs: maximum epochs.
+        batch_size: samples per optimiser step (before accumulation).
+        accumulate: gradient accumulation steps.
+        lr_encoder: learning rate of pretrained encoders.
+        lr_head: learning rate of new layers.
+        weight_decay: AdamW weight decay.
+        warmup_frac: fraction of steps with linear warm-up before cosine decay.
+        grad_clip: max gradient norm (0 disables).
+        patience: early-stopping patience in epochs on validation macro AUROC (0 disables).
+        loss: ``bce`` or ``focal``.
+        pos_weight: weight positives by the negative/positive ratio of the training split.
+        calibration: ``temperature``, ``isotonic`` or ``none``; fitted on the validation split.
+        threshold_rule: ``youden`` or ``sensitivity`` (then ``target_sensitivity``).
+        target_sensitivity: for ``threshold_rule="sensitivity"``.
+        seed: random seed (Python, NumPy, torch).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        max_train_seconds: stop after this many seconds of training (0 = no limit), for demo budgets.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    accumulate: int = 1
+    lr_encoder: float = 3e-5
+    lr_head: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    patience: int = 3
+    loss: Literal["bce", "focal"] = "bce"
+    pos_weight: bool = False
+    calibration: Literal["temperature", "isotonic", "none"] = "temperature"
+    threshold_rule: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = 0.9
+    seed: int = 0
+    device: str = "auto"
+    max_train_seconds: float = 0.0
+
+
+@dataclass
+class ScoreConfig:
+    """Batch scoring.
+
+    Args:
+        batch_size: studies per model batch.
+        workers: decode worker processes.
+        device: ``auto``, ``cpu``, ``cuda``...
+        shard_size: studies per output shard (resume granularity).
+        file_timeout_s: deadline for decoding one file.
+        max_file_bytes: files larger than this are ``too_large``.
+        max_pixels: Rows×Columns×Frames above this is ``too_large``.
+    """
+
+    batch_size: int = 32
+    workers: int = 2
+    device: str = "auto"
+    shard_size: int = 256
+    file_timeout_s: float = 30.0
+    max_file_bytes: int = 2 * 1024**3
+    max_pixels: int = 512 * 1024 * 1024
+
+
+@dataclass
+class ClinmmConfig:
+    """The whole configuration; each section is one stage."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+def demo_config() -> ClinmmConfig:
+    """The CPU demo configuration: a light MONAI DenseNet on 128×128 inputs, MiniLM with frozen lower layers."""
+    return ClinmmConfig(
+        data=DataConfig(image_size=128),
+        image=ImageEncoderConfig(backbone="densenet_small"),
+        text=TextEncoderConfig(max_length=96, stride=24, freeze_layers=3),
+        fusion=FusionConfig(dim=128, heads=4),
+        train=TrainConfig(epochs=6, batch_size=32, lr_encoder=5e-5, lr_head=2e-3, patience=0),
+    )
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it (ints are accepted where floats are expected)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected bool, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected str, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {tp!r}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, *, source: str = "<dict>") -> ClinmmConfig:
+    """Build a :class:`ClinmmConfig` from a plain mapping, strictly.
+
+    Args:
+        data: nested mapping, e.g. ``{"fusion": {"method": "concat"}}``; missing keys take defaults.
+        source: name used in error messages (usually the YAML file's path).
+
+    Raises:
+        ConfigError: on an unknown key or a wrong type, naming the dotted key and ``source``.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(ClinmmConfig)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed: {sorted(hints)}")
+    sections = {}
+    for name, tp in hints.items():
+        try:
+            sections[name] = _build(tp, data.get(name) or {}, name)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return ClinmmConfig(**sections)
+
+
+def load_config(path: str | Path, *, base: ClinmmConfig | None = None) -> ClinmmConfig:
+    """Load a YAML config file with ``yaml.safe_load``; values override ``base`` (default: built-in defaults).
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or has an unknown key / wrong type (named with the file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if base is not None:
+        merged = config_to_dict(base)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+        for section, values in data.items():
+            if isinstance(values, dict) and isinstance(merged.get(section), dict):
+                merged[section].update(values)
+            else:
+                merged[section] = values
+        data = merged
+    return config_from_dict(data, source=str(path))
+
+
+def config_to_dict(config: Any) -> dict:
+    """Plain nested dict of a config dataclass (JSON/YAML-serialisable)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,1 @@
+"""clinmm.text."""
