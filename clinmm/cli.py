@@ -1,0 +1,173 @@
+"""The ``clinmm`` command line: thin Typer commands that parse, lazy-import and call one library function.
+
+This module (and the dashboard) are the only places that read argv or environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="clinmm",
+    help="Multimodal (DICOM image + clinical note) diagnosis: sample data, train, score, explain, report, dashboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Load real public data sets into clinmm manifests.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _setup(verbose: bool = False) -> None:
+    """Logging to stderr; offline Hugging Face (clinmm never downloads weights)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Versions, device, available DICOM decoders and where the default text model lives."""
+    _setup()
+    from clinmm.info import collect_info, format_info
+
+    data = collect_info()
+    typer.echo(json.dumps(data, indent=2) if as_json else format_info(data))
+
+
+@app.command()
+def train(
+    manifest: Annotated[Path, typer.Option(help="Manifest CSV/Parquet (DESIGN.md schema).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML config; overrides the defaults.")] = None,
+    demo: Annotated[bool, typer.Option(help="Start from the CPU demo configuration.")] = False,
+    fusion: Annotated[Optional[str], typer.Option(help="Override fusion.method.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Override train.device (auto, cpu, cuda).")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from OUT/last_state if present.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a fused image + note model and write a self-describing checkpoint directory."""
+    _setup(verbose)
+    from clinmm.config import ClinmmConfig, demo_config, load_config
+    from clinmm.errors import ClinmmError
+    from clinmm.train import train as train_model
+
+    base = demo_config() if demo else ClinmmConfig()
+    try:
+        cfg = load_config(config, base=base) if config else base
+        if fusion:
+            cfg.fusion.method = fusion  # type: ignore[assignment]
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        if device:
+            cfg.train.device = device
+        result = train_model(manifest, out, config=cfg, resume=resume)
+    except ClinmmError as err:
+        _fail(str(err))
+    typer.echo(json.dumps(result.summary(), indent=2))
+
+
+@app.command()
+def score(
+    input: Annotated[Path, typer.Argument(help="Folder tree of DICOM files, or a manifest CSV/Parquet.")],
+    model: Annotated[Path, typer.Option(help="Checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="Output folder (resumable).")],
+    notes: Annotated[Optional[Path], typer.Option(help="Notes CSV keyed by study UID or accession number.")] = None,
+    explain: Annotated[bool, typer.Option(help="Write explanations/ per study.")] = False,
+    sr: Annotated[bool, typer.Option(help="Write one DICOM Comprehensive SR (TID 1500) per study.")] = False,
+    engine: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    batch_size: Annotated[Optional[int], typer.Option(help="Studies per model batch.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decode worker processes.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    force_scope: Annotated[bool, typer.Option(help="Also score studies outside the model's scope.")] = False,
+    salt_file: Annotated[Optional[Path], typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Batch-score DICOM studies. Exit 0: all ok; 3: some file/study not ok (see errors.csv); 2: usage error."""
+    _setup(verbose)
+    from clinmm.errors import ClinmmError
+    from clinmm.score import ScoreOptions, score as run_score
+
+    salt = salt_file or (Path(os.environ["CLINMM_SALT_FILE"]) if os.environ.get("CLINMM_SALT_FILE") else None)
+    try:
+        options = ScoreOptions(
+            notes=notes, explain=explain, sr=sr, engine=engine, batch_size=batch_size, workers=workers,
+            device=device, force_scope=force_scope, salt_file=salt,
+        )
+        summary = run_score(input, model, out, options=options)
+    except ClinmmError as err:
+        _fail(str(err))
+    typer.echo(json.dumps(summary.as_dict(), indent=2))
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def report(
+    model: Annotated[Path, typer.Option(help="Checkpoint directory.")],
+    manifest: Annotated[Path, typer.Option(help="Labelled manifest.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")],
+    split: Annotated[str, typer.Option(help="Manifest split to evaluate.")] = "test",
+    compare: Annotated[Optional[list[Path]], typer.Option(help="Other checkpoints to compare (DeLong).")] = None,
+    pdf: Annotated[bool, typer.Option(help="Also print a PDF through headless Chromium.")] = False,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Write a self-contained HTML validation report for a checkpoint on a labelled split."""
+    _setup(verbose)
+    from clinmm.errors import ClinmmError
+    from clinmm.report.validation import build_report
+
+    try:
+        path = build_report(model, manifest, split=split, out=out, compare=tuple(compare or ()), pdf=pdf,
+                            n_boot=n_boot)
+    except ClinmmError as err:
+        _fail(str(err))
+    typer.echo(str(path))
+
+
+@app.command()
+def dashboard(
+    scores: Annotated[Optional[Path], typer.Option(help="A `clinmm score` output folder.")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Checkpoint directory (case view, model card).")] = None,
+    report_html: Annotated[Optional[Path], typer.Option("--report", help="Validation report HTML.")] = None,
+    db: Annotated[Optional[str], typer.Option(help="Feedback SQLAlchemy URL (env CLINMM_FEEDBACK_DB).")] = None,
+    address: Annotated[str, typer.Option(help="Bind address (localhost by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8501,
+    identified: Annotated[bool, typer.Option(help="Identified mode (only behind sign-in).")] = False,
+) -> None:
+    """Serve the clinician dashboard (Streamlit) on localhost."""
+    _setup()
+    from clinmm.dashboard_launch import launch
+
+    raise typer.Exit(
+        launch(scores=scores, model=model, report=report_html, db_url=db or os.environ.get("CLINMM_FEEDBACK_DB"),
+               address=address, port=port, identified=identified)
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry point convenience
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
