@@ -1,0 +1,177 @@
+"""The clinmm model: image encoder + text encoder → projections → fusion → per-label logits (+ auxiliary heads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from clinmm.config import ClinmmConfig
+from clinmm.models.fusion import FusionOutput, build_fusion, masked_mean
+from clinmm.models.image import ImageEncoder
+
+__all__ = ["ModelInputs", "ClinmmOutput", "ClinmmModel"]
+
+
+@dataclass
+class ModelInputs:
+    """A collated batch as the model reads it (see ``clinmm.data.dataset.collate``).
+
+    Args:
+        image: (B, 1, H, W) or (B, 1, D, H, W) float model input (zeros where the image is missing).
+        image_present: (B,) bool.
+        input_ids: (B, K, L) token ids of K note chunks (K may be 1 with an all-zero mask when every note is missing).
+        attention_mask: (B, K, L) 1 for real tokens.
+        keep: (B, K, L) bool, the one copy of each token across overlapping chunks that fusion attends to.
+        text_present: (B,) bool.
+    """
+
+    image: torch.Tensor
+    image_present: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    keep: torch.Tensor
+    text_present: torch.Tensor
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> ModelInputs:
+        return ModelInputs(**{k: v.to(device, non_blocking=non_blocking) for k, v in self.__dict__.items()})
+
+
+@dataclass
+class ClinmmOutput:
+    """Model output (a dataclass, never a tuple).
+
+    Args:
+        logits: (B, C) fused logits.
+        image_logits: (B, C) auxiliary image-only head (None when the model has no image branch).
+        text_logits: (B, C) auxiliary text-only head (None when the model has no text branch).
+        attention: (B, C, Ni + Lt) label-query attention over image tokens then text tokens (cross_attention).
+        missing_attention: (B, C, 2) attention on the missing-modality stand-ins (cross_attention).
+        modality_share: (B, C, 2) (image, text) contribution per label, or None.
+        image_present: (B,) bool, as the fusion saw it (after modality dropout in training).
+        text_present: (B,) bool.
+        image_grid: the image token grid, (h, w) or (d, h, w); image tokens are row-major over it.
+        num_image_tokens: Ni.
+        text_attentions: encoder self-attentions when requested (explanations).
+    """
+
+    logits: torch.Tensor
+    image_logits: torch.Tensor | None = None
+    text_logits: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
+    missing_attention: torch.Tensor | None = None
+    modality_share: torch.Tensor | None = None
+    image_present: torch.Tensor | None = None
+    text_present: torch.Tensor | None = None
+    image_grid: tuple[int, ...] = ()
+    num_image_tokens: int = 0
+    text_attentions: tuple | None = field(default=None, repr=False)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """(B, C) uncalibrated sigmoid probabilities."""
+        return torch.sigmoid(self.logits)
+
+
+class ClinmmModel(nn.Module):
+    """Image tokens and text tokens meet in a fusion module; one logit per label.
+
+    Args:
+        config: the whole configuration (image, text, fusion sections are used).
+        labels: finding names in output order.
+        text_encoder: a :class:`clinmm.models.text.TextEncoder` (None for ``image_only``).
+    """
+
+    def __init__(self, *, config: ClinmmConfig, labels: list[str], text_encoder: nn.Module | None) -> None:
+        super().__init__()
+        self.config = config
+        self.labels = list(labels)
+        method = config.fusion.method
+        dim = config.fusion.dim
+        num_labels = len(self.labels)
+        self.uses_image = method != "text_only"
+        self.uses_text = method != "image_only"
+        self.image_encoder = (
+            ImageEncoder(config=config.image, image_size=config.data.image_size) if self.uses_image else None
+        )
+        self.text_encoder = text_encoder if self.uses_text else None
+        if self.uses_text and text_encoder is None:
+            raise ValueError(f"fusion.method={method!r} needs a text encoder, got None")
+        if self.image_encoder is not None:
+            self.image_proj = nn.Sequential(nn.Linear(self.image_encoder.out_channels, dim), nn.LayerNorm(dim))
+            self.image_head = nn.Linear(dim, num_labels)
+        if self.text_encoder is not None:
+            self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, dim), nn.LayerNorm(dim))
+            self.text_head = nn.Linear(dim, num_labels)
+        self.fusion = build_fusion(config.fusion, num_labels=num_labels)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the pretrained text encoder (lower learning rate)."""
+        return [p for p in self.text_encoder.parameters() if p.requires_grad] if self.text_encoder is not None else []
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Every trainable parameter that is not in the pretrained text encoder."""
+        enc = {id(p) for p in self.encoder_parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in enc]
+
+    def forward_image(self, image: torch.Tensor, image_present: torch.Tensor,
+                      ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+        """(B, 1, H, W) → projected tokens (B, Ni, D), mask (B, Ni), grid."""
+        feats = self.image_encoder.forward_features(image)
+        tokens = self.image_proj(feats.tokens.float())  # (B, Ni, D)
+        mask = image_present[:, None].expand(-1, tokens.shape[1])  # (B, Ni)
+        return tokens, mask, feats.grid
+
+    def forward_text(self, inputs: ModelInputs, *, output_attentions: bool = False):
+        """Note chunks → projected tokens (B, K*L, D), mask (B, K*L), encoder attentions or None."""
+        feats = self.text_encoder(inputs.input_ids, inputs.attention_mask, inputs.keep,
+                                  output_attentions=output_attentions)
+        tokens = self.text_proj(feats.tokens.float())  # (B, K*L, D)
+        mask = feats.mask & inputs.text_present[:, None]  # (B, K*L)
+        return tokens, mask, getattr(feats, "attentions", None)
+
+    def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
+                drop_text: torch.Tensor | None = None, output_text_attentions: bool = False) -> ClinmmOutput:
+        """Run the model.
+
+        Args:
+            inputs: a collated batch.
+            drop_image: optional (B,) bool, treat the image as missing for these samples (modality dropout).
+            drop_text: optional (B,) bool, likewise for the note.
+            output_text_attentions: also return the text encoder's self-attentions (eager attention).
+        """
+        b = inputs.image_present.shape[0]
+        device = inputs.image_present.device
+        dim = self.config.fusion.dim
+        image_present = inputs.image_present & ~drop_image if drop_image is not None else inputs.image_present
+        text_present = inputs.text_present & ~drop_text if drop_text is not None else inputs.text_present
+        grid: tuple[int, ...] = ()
+        text_attn = None
+        if self.image_encoder is not None:
+            img, img_mask, grid = self.forward_image(inputs.image, image_present)
+        else:
+            img = torch.zeros(b, 1, dim, device=device)
+            img_mask = torch.zeros(b, 1, dtype=torch.bool, device=device)
+        if self.text_encoder is not None:
+            txt, txt_mask, text_attn = self.forward_text(inputs, output_attentions=output_text_attentions)
+            txt_mask = txt_mask & text_present[:, None]
+        else:
+            txt = torch.zeros(b, 1, dim, device=device)
+            txt_mask = torch.zeros(b, 1, dtype=torch.bool, device=device)
+        fused: FusionOutput = self.fusion(img, img_mask, txt, txt_mask)
+        image_logits = self.image_head(masked_mean(img, img_mask)) if self.image_encoder is not None else None
+        text_logits = self.text_head(masked_mean(txt, txt_mask)) if self.text_encoder is not None else None
+        return ClinmmOutput(
+            logits=fused.logits,
+            image_logits=image_logits,
+            text_logits=text_logits,
+            attention=fused.attention,
+            missing_attention=fused.missing_attention,
+            modality_share=fused.modality_share,
+            image_present=image_present,
+            text_present=text_present,
+            image_grid=grid,
+            num_image_tokens=img.shape[1] if self.image_encoder is not None else 0,
+            text_attentions=text_attn,
+        )

@@ -1,0 +1,190 @@
+"""Fusion of image and text tokens into per-label logits.
+
+``cross_attention`` (default): one learned query per label attends, in a single multi-head attention layer, over all
+image and text tokens (each with a modality embedding) plus two learned stand-in tokens that are visible only when
+their modality is missing. Its attention weights are the explanation. Baselines: ``concat``, ``gated``,
+``image_only``, ``text_only``. Every module takes key-padding masks; padding never reaches a logit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from clinmm.config import FusionConfig
+from clinmm.errors import ConfigError
+
+__all__ = ["FusionOutput", "build_fusion", "CrossAttentionFusion", "ConcatFusion", "GatedFusion",
+           "UnimodalFusion", "masked_mean", "FUSION_METHODS"]
+
+FUSION_METHODS = ("cross_attention", "concat", "gated", "image_only", "text_only")
+
+
+@dataclass
+class FusionOutput:
+    """What a fusion module returns.
+
+    Args:
+        logits: (B, C) per-label logits.
+        attention: (B, C, Ni + Lt) attention of each label query over image then text tokens (cross_attention only).
+        missing_attention: (B, C, 2) attention mass on the missing-image / missing-text stand-in tokens.
+        modality_share: (B, C, 2) share of (image, text) in the decision: attention mass per modality for
+            cross_attention, the gate values for gated; None for concat and unimodal fusions.
+    """
+
+    logits: torch.Tensor
+    attention: torch.Tensor | None = None
+    missing_attention: torch.Tensor | None = None
+    modality_share: torch.Tensor | None = None
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of tokens (B, N, D) over positions where mask (B, N) is True → (B, D); zeros where none is."""
+    weights = mask.to(tokens.dtype).unsqueeze(-1)  # (B, N, 1)
+    total = (tokens * weights).sum(1)  # (B, D)
+    count = weights.sum(1).clamp_min(1.0)  # (B, 1)
+    return total / count
+
+
+class _MissingAwarePool(nn.Module):
+    """Masked mean per modality, with a learned stand-in vector where the modality is missing."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.missing = nn.Parameter(torch.zeros(2, dim))
+        nn.init.normal_(self.missing, std=0.02)
+
+    def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        img_present = img_mask.any(1, keepdim=True)  # (B, 1)
+        txt_present = txt_mask.any(1, keepdim=True)  # (B, 1)
+        img_vec = torch.where(img_present, masked_mean(img, img_mask), self.missing[0])  # (B, D)
+        txt_vec = torch.where(txt_present, masked_mean(txt, txt_mask), self.missing[1])  # (B, D)
+        return img_vec, txt_vec
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, out_dim))
+
+
+class CrossAttentionFusion(nn.Module):
+    """Label-query cross-attention over ``[image tokens ; text tokens ; missing-image ; missing-text]``.
+
+    Args:
+        num_labels: C, one learned query per label.
+        dim: token width D (image and text tokens are projected to D before fusion).
+        heads: attention heads; ``dim`` must be divisible by it.
+        dropout: dropout on the attention output and in the feed-forward block.
+    """
+
+    def __init__(self, *, num_labels: int, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads != 0:
+            raise ConfigError(f"fusion.dim ({dim}) is not a multiple of fusion.heads ({heads})")
+        self.queries = nn.Parameter(torch.randn(num_labels, dim) * 0.02)  # (C, D)
+        self.modality = nn.Parameter(torch.randn(2, dim) * 0.02)  # (2, D): image, text
+        self.missing = nn.Parameter(torch.randn(2, dim) * 0.02)  # (2, D): stand-ins for a missing modality
+        self.key_norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.head_weight = nn.Parameter(torch.randn(num_labels, dim) * 0.02)  # (C, D): one linear head per label
+        self.head_bias = nn.Parameter(torch.zeros(num_labels))
+
+    def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
+                ) -> FusionOutput:
+        """Fuse.
+
+        Args:
+            img: (B, Ni, D) image tokens; img_mask: (B, Ni) True where valid (all False: image missing).
+            txt: (B, Lt, D) text tokens; txt_mask: (B, Lt) True where valid (all False: note missing).
+        """
+        b, ni, _ = img.shape
+        lt = txt.shape[1]
+        img_present = img_mask.any(1)  # (B,)
+        txt_present = txt_mask.any(1)  # (B,)
+        stand_ins = self.missing.unsqueeze(0).expand(b, -1, -1)  # (B, 2, D)
+        keys = torch.cat([img + self.modality[0], txt + self.modality[1], stand_ins], dim=1)  # (B, Ni+Lt+2, D)
+        keys = self.key_norm(keys)
+        valid = torch.cat([img_mask, txt_mask, (~img_present)[:, None], (~txt_present)[:, None]], dim=1)
+        queries = self.queries.unsqueeze(0).expand(b, -1, -1)  # (B, C, D)
+        out, weights = self.attn(queries, keys, keys, key_padding_mask=~valid, need_weights=True,
+                                 average_attn_weights=True)  # out (B, C, D); weights (B, C, Ni+Lt+2)
+        h = self.norm1(queries + self.drop(out))
+        h = self.norm2(h + self.ffn(h))  # (B, C, D)
+        logits = (h * self.head_weight).sum(-1) + self.head_bias  # (B, C)
+        attention = weights[:, :, : ni + lt]  # (B, C, Ni+Lt)
+        img_mass = weights[:, :, :ni].sum(-1)  # (B, C)
+        txt_mass = weights[:, :, ni : ni + lt].sum(-1)  # (B, C)
+        total = (img_mass + txt_mass).clamp_min(1e-12)
+        share = torch.stack([img_mass / total, txt_mass / total], dim=-1)  # (B, C, 2)
+        return FusionOutput(logits=logits, attention=attention, missing_attention=weights[:, :, ni + lt :],
+                            modality_share=share)
+
+
+class ConcatFusion(nn.Module):
+    """Concatenate the pooled image and text vectors and classify with an MLP."""
+
+    def __init__(self, *, num_labels: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.pool = _MissingAwarePool(dim=dim)
+        self.mlp = _mlp(2 * dim, dim, num_labels, dropout)
+
+    def forward(self, img, img_mask, txt, txt_mask) -> FusionOutput:  # noqa: D102 - shapes as in CrossAttentionFusion
+        img_vec, txt_vec = self.pool(img, img_mask, txt, txt_mask)  # (B, D) each
+        return FusionOutput(logits=self.mlp(torch.cat([img_vec, txt_vec], dim=-1)))
+
+
+class GatedFusion(nn.Module):
+    """Learned per-sample modality gates weight the pooled image and text vectors before an MLP."""
+
+    def __init__(self, *, num_labels: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.pool = _MissingAwarePool(dim=dim)
+        self.gate = nn.Linear(2 * dim, 2)
+        self.mlp = _mlp(dim, dim, num_labels, dropout)
+
+    def forward(self, img, img_mask, txt, txt_mask) -> FusionOutput:  # noqa: D102
+        img_vec, txt_vec = self.pool(img, img_mask, txt, txt_mask)  # (B, D) each
+        gates = torch.sigmoid(self.gate(torch.cat([img_vec, txt_vec], dim=-1)))  # (B, 2)
+        fused = gates[:, :1] * img_vec + gates[:, 1:] * txt_vec  # (B, D)
+        logits = self.mlp(fused)  # (B, C)
+        share = (gates / gates.sum(-1, keepdim=True)).unsqueeze(1).expand(-1, logits.shape[1], -1)  # (B, C, 2)
+        return FusionOutput(logits=logits, modality_share=share)
+
+
+class UnimodalFusion(nn.Module):
+    """Baseline that reads one modality only (``image_only`` or ``text_only``)."""
+
+    def __init__(self, *, num_labels: int, dim: int, dropout: float, modality: str) -> None:
+        super().__init__()
+        self.modality = modality
+        self.pool = _MissingAwarePool(dim=dim)
+        self.mlp = _mlp(dim, dim, num_labels, dropout)
+
+    def forward(self, img, img_mask, txt, txt_mask) -> FusionOutput:  # noqa: D102
+        img_vec, txt_vec = self.pool(img, img_mask, txt, txt_mask)
+        vec = img_vec if self.modality == "image" else txt_vec
+        logits = self.mlp(vec)
+        share = torch.zeros(*logits.shape, 2, dtype=logits.dtype, device=logits.device)
+        share[..., 0 if self.modality == "image" else 1] = 1.0
+        return FusionOutput(logits=logits, modality_share=share)
+
+
+def build_fusion(config: FusionConfig, *, num_labels: int) -> nn.Module:
+    """The fusion module named by ``config.method``."""
+    if config.method == "cross_attention":
+        return CrossAttentionFusion(num_labels=num_labels, dim=config.dim, heads=config.heads, dropout=config.dropout)
+    if config.method == "concat":
+        return ConcatFusion(num_labels=num_labels, dim=config.dim, dropout=config.dropout)
+    if config.method == "gated":
+        return GatedFusion(num_labels=num_labels, dim=config.dim, dropout=config.dropout)
+    if config.method in ("image_only", "text_only"):
+        return UnimodalFusion(num_labels=num_labels, dim=config.dim, dropout=config.dropout,
+                              modality=config.method.split("_")[0])
+    raise ConfigError(f"fusion.method: expected one of {list(FUSION_METHODS)}, got {config.method!r}")
