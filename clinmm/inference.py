@@ -1,0 +1,162 @@
+"""Inference with a loaded checkpoint: prepare studies, run the model in batches, calibrate, decide.
+
+Scoring, the report, the explanations and the dashboard all go through :class:`Predictor`, so they agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clinmm.calibration import apply_calibration
+from clinmm.checkpoint import LoadedModel, load_checkpoint
+from clinmm.data.dataset import Batch, Sample, SampleBuilder, collate
+from clinmm.io.study import ImageVolume
+from clinmm.models.classifier import ClinmmOutput
+
+__all__ = ["Prediction", "Predictor", "load_checkpoint", "resolve_device", "autocast_for"]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto``/None → CUDA when available, else CPU."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing on CPU (fp32 there)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class Prediction:
+    """One study's result.
+
+    Args:
+        key: the sample key.
+        labels: label names.
+        logits: (C,) raw logits.
+        probs: (C,) calibrated probabilities.
+        decisions: (C,) bool at the stored thresholds.
+        thresholds: (C,) the thresholds used.
+        image_present: the model saw an image.
+        text_present: the model saw a note.
+        modality_share: (C, 2) (image, text) share per label, or None (fusion without it).
+        image_attention: (C, h, w) label-query attention on the image token grid (explain=True, cross_attention).
+        text_attention: (C, T) attention on the note's kept tokens in reading order (explain=True).
+        text_spans: (T, 2) character spans of those tokens in the original note.
+        missing_attention: (C, 2) attention on the missing-modality stand-ins.
+    """
+
+    key: str
+    labels: list[str]
+    logits: np.ndarray
+    probs: np.ndarray
+    decisions: np.ndarray
+    thresholds: np.ndarray
+    image_present: bool
+    text_present: bool
+    modality_share: np.ndarray | None = None
+    image_attention: np.ndarray | None = None
+    text_attention: np.ndarray | None = None
+    text_spans: np.ndarray | None = None
+    missing_attention: np.ndarray | None = None
+
+
+class Predictor:
+    """Prepare and predict with a loaded checkpoint.
+
+    Args:
+        loaded: a :class:`~clinmm.checkpoint.LoadedModel` (see :func:`load_checkpoint`).
+        keep_display: keep display images on prepared samples (for overlays).
+        max_file_bytes: ingestion bound.
+        max_pixels: ingestion bound.
+    """
+
+    def __init__(self, loaded: LoadedModel, *, keep_display: bool = False, max_file_bytes: int = 2 * 1024**3,
+                 max_pixels: int = 512 * 1024 * 1024) -> None:
+        self.loaded = loaded
+        model = loaded.model
+        tokenizer = model.text_encoder.note_tokenizer() if model.text_encoder is not None else None
+        self.pad_id = int(getattr(model.text_encoder.tokenizer, "pad_token_id", 0) or 0) if tokenizer else 0
+        self.builder = SampleBuilder(data_config=loaded.config.data, tokenizer=tokenizer,
+                                     max_file_bytes=max_file_bytes, max_pixels=max_pixels, keep_display=keep_display)
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, device: str | None = "auto", **kwargs) -> Predictor:
+        return cls(load_checkpoint(path, device=resolve_device(device)), **kwargs)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.loaded.labels
+
+    def prepare(self, image: str | Path | ImageVolume | None, note: str | None, *, key: str = "",
+                labels: np.ndarray | None = None) -> Sample:
+        """One study → :class:`Sample` (an undecodable image becomes a missing image with its status kept)."""
+        return self.builder.build(image, note, key=key, labels=labels)
+
+    def collate(self, samples: Sequence[Sample]) -> Batch:
+        return collate(samples, image_size=self.loaded.config.data.image_size, pad_id=self.pad_id)
+
+    @torch.inference_mode()
+    def forward(self, batch: Batch, *, explain: bool = False, drop_image: bool = False,
+                drop_text: bool = False) -> ClinmmOutput:
+        """Run the model on a collated batch (bf16 autocast on CUDA)."""
+        device = self.loaded.device
+        inputs = batch.inputs.to(device, non_blocking=True)
+        if device.type == "cuda" and inputs.image.dim() == 4:
+            inputs.image = inputs.image.contiguous(memory_format=torch.channels_last)
+        b = inputs.image_present.shape[0]
+        di = torch.full((b,), drop_image, dtype=torch.bool, device=device)
+        dt = torch.full((b,), drop_text, dtype=torch.bool, device=device)
+        with autocast_for(device):
+            return self.loaded.model(inputs, drop_image=di, drop_text=dt)
+
+    def calibrate(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C) logits → calibrated probabilities (B, C) and decisions (B, C)."""
+        probs = np.stack([apply_calibration(logits[:, c], cal) for c, cal in enumerate(self.loaded.calibration)],
+                         axis=1) if logits.size else np.zeros_like(logits)
+        thresholds = np.array(self.loaded.thresholds)
+        return probs, probs >= thresholds
+
+    def predict_batch(self, batch: Batch, *, explain: bool = False, drop_image: bool = False,
+                      drop_text: bool = False) -> list[Prediction]:
+        out = self.forward(batch, explain=explain, drop_image=drop_image, drop_text=drop_text)
+        logits = out.logits.float().cpu().numpy()
+        probs, decisions = self.calibrate(logits)
+        thresholds = np.array(self.loaded.thresholds)
+        share = out.modality_share.float().cpu().numpy() if out.modality_share is not None else None
+        preds = []
+        for i, key in enumerate(batch.keys):
+            p = Prediction(key=key, labels=self.labels, logits=logits[i], probs=probs[i], decisions=decisions[i],
+                           thresholds=thresholds, image_present=bool(out.image_present[i]),
+                           text_present=bool(out.text_present[i]),
+                           modality_share=share[i] if share is not None else None)
+            if explain and out.attention is not None:
+                att = out.attention[i].float().cpu().numpy()  # (C, Ni+Lt)
+                ni = out.num_image_tokens
+                if ni and out.image_grid:
+                    p.image_attention = att[:, :ni].reshape(att.shape[0], *out.image_grid)  # (C, h, w)
+                keep = batch.inputs.keep[i].flatten().numpy()  # (K*L,)
+                p.text_attention = att[:, ni:][:, keep]  # (C, T) kept tokens in reading order
+                p.text_spans = batch.offsets[i].reshape(-1, 2).numpy()[keep]  # (T, 2)
+                p.missing_attention = out.missing_attention[i].float().cpu().numpy()
+            preds.append(p)
+        return preds
+
+    def predict(self, samples: Sequence[Sample], *, explain: bool = False, batch_size: int = 32,
+                drop_image: bool = False, drop_text: bool = False) -> list[Prediction]:
+        """Predict for prepared samples, in batches."""
+        out: list[Prediction] = []
+        for start in range(0, len(samples), batch_size):
+            batch = self.collate(samples[start : start + batch_size])
+            out.extend(self.predict_batch(batch, explain=explain, drop_image=drop_image, drop_text=drop_text))
+        return out
