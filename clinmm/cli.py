@@ -165,6 +165,23 @@ def dashboard(
     )
 
 
+@data_app.command("indiana")
+def data_indiana(
+    out: Annotated[Path, typer.Option(help="Output folder for manifest.csv (keep it out of git: CC BY-NC-ND).")],
+    archive: Annotated[Optional[Path], typer.Option(help="NLMCXR_reports.tgz (default: inside torchxrayvision).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Indiana University chest X-ray reports (from the torchxrayvision wheel) → manifest with 12 MeSH labels."""
+    _setup(verbose)
+    from clinmm.data.indiana import IndianaDataError, write_indiana_manifest
+
+    try:
+        path = write_indiana_manifest(out, archive=archive)
+    except IndianaDataError as err:
+        _fail(str(err))
+    typer.echo(str(path))
+
+
 def main() -> None:  # pragma: no cover - console entry point convenience
     app()
 
