@@ -182,6 +182,26 @@ def data_indiana(
     typer.echo(str(path))
 
 
+@app.command()
+def demo(
+    root: Annotated[Path, typer.Option(help="Folder holding sample_data/ and runs/ (the repository root).")] = Path("."),
+    studies: Annotated[int, typer.Option(help="Synthetic studies to generate.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard at the end.")] = True,
+    port: Annotated[int, typer.Option(help="Dashboard port.")] = 8501,
+) -> None:
+    """Sample data → train → score → report → dashboard on localhost (each step reused when up to date)."""
+    _setup()
+    from clinmm.demo import run_demo
+    from clinmm.errors import ClinmmError
+
+    try:
+        timings = run_demo(root, studies=studies, seed=seed, serve=serve, port=port)
+    except ClinmmError as err:
+        _fail(str(err))
+    typer.echo(json.dumps(timings, indent=2))
+
+
 def main() -> None:  # pragma: no cover - console entry point convenience
     app()
 
