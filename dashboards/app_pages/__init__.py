@@ -1,0 +1,1 @@
+"""Dashboard pages: each file renders one page and holds no logic."""

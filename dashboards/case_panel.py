@@ -1,0 +1,145 @@
+"""The case panel shared by the case view and the score-one-study page: banners, image with window/level and heatmap
+overlay, probabilities with thresholds and modality share, the scrubbed note with highlighted evidence, feedback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from clinmm.feedback.store import FeedbackError, FeedbackStore
+from dashboards.case_result import CaseResult, remap_spans, scrub_note
+from dashboards.identity import Identity
+from dashboards.render import (
+    SCRUB_NOTICE,
+    apply_window,
+    highlight_note_html,
+    legend_png,
+    overlay_heatmap,
+    window_presets,
+)
+
+__all__ = ["missing_banners", "image_panel", "probability_panel", "note_panel", "feedback_form"]
+
+
+def missing_banners(result: CaseResult, *, image_error: str | None = None) -> None:
+    """A clear banner for each missing modality (the prediction used only what was present)."""
+    if not result.image_present:
+        reason = f" ({image_error})" if image_error else ""
+        st.warning(f"**No image for this study{reason}.** The prediction is based on the note only; "
+                   "image-only findings are unreliable.", icon=":material/hide_image:")
+    if not result.note_present:
+        st.warning("**No clinical note for this study.** The prediction is based on the image only; "
+                   "note-only findings are unreliable.", icon=":material/speaker_notes_off:")
+
+
+def image_panel(volume: Any, result: CaseResult, *, key: str) -> None:
+    """DICOM image with window/level presets and sliders, slice scroller, per-label heatmap toggle and opacity."""
+    pixels = np.asarray(volume.pixels)  # (S, H, W) modality values
+    n_slices = pixels.shape[0]
+    index = result.heat_slice
+    if n_slices > 1:
+        index = st.slider("Slice", 0, n_slices - 1, int(result.heat_slice or n_slices // 2), key=f"{key}_slice")
+    presets = window_presets(pixels, volume.modality, volume.meta)
+    names = [p.name for p in presets]
+    preset = presets[names.index(st.selectbox("Window preset", names, key=f"{key}_preset"))]
+    lo, hi = float(pixels.min()), float(pixels.max())
+    span = max(hi - lo, 1e-3)
+    c1, c2 = st.columns(2)
+    center = c1.slider("Level (centre)", lo - span, hi + span, float(preset.center), key=f"{key}_center_{preset.name}")
+    width = c2.slider("Width", span / 1000, 4 * span, float(min(max(preset.width, span / 1000), 4 * span)),
+                      key=f"{key}_width_{preset.name}")
+    gray = apply_window(pixels[index], center=center, width=width)  # (H, W) uint8
+    h1, h2, h3 = st.columns([1, 2, 2])
+    show = h1.toggle("Heatmap", key=f"{key}_heat_on", disabled=not result.heatmaps)
+    label = h2.selectbox("Heatmap finding", result.labels, key=f"{key}_heat_label", disabled=not show)
+    opacity = h3.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}_opacity", disabled=not show)
+    caption = f"{volume.modality} · {pixels.shape[1]}×{pixels.shape[2]} px · slice {index + 1}/{n_slices}"
+    if show and label in result.heatmaps and index == result.heat_slice:
+        st.image(overlay_heatmap(gray, result.heatmaps[label], opacity=opacity), caption=f"{caption} · {label}",
+                 width="stretch")
+        st.image(legend_png(label=f"attention density, fixed scale (0 = none, 1 = ≥ 8× uniform) — {label}"))
+    else:
+        st.image(gray, caption=caption, width="stretch", clamp=True)
+        if show and index != result.heat_slice:
+            st.caption(f"The model read slice {result.heat_slice + 1}; scroll there to see its heatmap.")
+    if not result.heatmaps:
+        st.caption("No heatmap: the live model is not loaded (stored scores shown) or its fusion has no attention.")
+
+
+def probability_panel(result: CaseResult) -> None:
+    """Probability bars with each label's decision threshold, and the modality-contribution bar per label."""
+    table = pd.DataFrame(result.table())
+    st.dataframe(
+        table, hide_index=True, width="stretch", key="prob_table",
+        column_config={
+            "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0,
+                                                           format="%.2f"),
+            "threshold": st.column_config.NumberColumn("threshold", format="%.2f"),
+        },
+    )
+    if result.modality_share:
+        share = pd.DataFrame({"finding": list(result.modality_share),
+                              "image": [v[0] for v in result.modality_share.values()],
+                              "note": [v[1] for v in result.modality_share.values()]})
+        st.caption("Modality contribution (share of each finding's attention on image vs note tokens)")
+        st.bar_chart(share, x="finding", y=["image", "note"], horizontal=True, stack="normalize",
+                     color=["#0072B2", "#E69F00"], height=60 + 28 * len(share))
+    st.caption(f"Source: {'live model' if result.source == 'live' else 'stored scoring output'}")
+
+
+def note_panel(note: str, result: CaseResult, *, key: str) -> None:
+    """The scrubbed note with the chosen finding's evidence highlighted (chunk boundaries merged away)."""
+    if not note:
+        return
+    scrubbed, ok = scrub_note(note)
+    if not ok:
+        st.info("The note is hidden: no PHI scrubber (clinmm.text.preprocess) is installed in this environment.")
+        return
+    st.caption(SCRUB_NOTICE)
+    labels = [l for l in result.labels if result.note_spans.get(l)]
+    if labels:
+        label = st.selectbox("Highlight evidence for", labels, key=f"{key}_note_label")
+        spans = remap_spans(note, scrubbed, result.note_spans[label])
+        st.html(highlight_note_html(scrubbed, spans))
+    else:
+        st.text(scrubbed)
+
+
+def feedback_form(result: CaseResult, *, store: FeedbackStore, identity: Identity, study_key: str,
+                  study_id: str | None, model_version: str, key: str) -> None:
+    """Agree / disagree + comment per label, stored with an audit event."""
+    with st.form(f"{key}_feedback", clear_on_submit=False):
+        st.markdown("**Your assessment** (leave *—* for findings you did not review). "
+                    "Do not type names or other identifiers in comments.")
+        verdicts: dict[str, tuple[str, str]] = {}
+        for c, label in enumerate(result.labels):
+            decision = "positive" if int(result.decisions[c]) else "negative"
+            a, b = st.columns([2, 3])
+            verdict = a.radio(f"{label} — model says {decision} ({float(result.probs[c]):.2f})",
+                              ["—", "agree", "disagree"], horizontal=True, key=f"{key}_fb_{label}")
+            comment = b.text_input(f"Comment on {label}", key=f"{key}_fbc_{label}", max_chars=500)
+            verdicts[label] = (verdict, comment)
+        submitted = st.form_submit_button("Submit feedback", type="primary")
+    if not submitted:
+        return
+    stored = 0
+    try:
+        for c, label in enumerate(result.labels):
+            verdict, comment = verdicts[label]
+            if verdict == "—":
+                continue
+            store.record(study_key=study_key, study_id=study_id, label=label, verdict=verdict, comment=comment,
+                         user=identity.user, session_id=identity.session_id, prob=float(result.probs[c]),
+                         decision=int(result.decisions[c]), model_version=model_version,
+                         model_sha256=result.model_sha256)
+            stored += 1
+    except FeedbackError as err:
+        st.error(f"Feedback not saved: {err}")
+        return
+    if stored:
+        st.success(f"Feedback saved for {stored} finding(s).")
+    else:
+        st.info("Nothing to save: choose agree or disagree for at least one finding.")
