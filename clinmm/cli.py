@@ -182,6 +182,26 @@ def data_indiana(
     typer.echo(str(path))
 
 
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="Output folder (must be empty unless --overwrite).")],
+    studies: Annotated[int, typer.Option(help="Number of studies.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed → byte-identical files).")] = 0,
+    image_size: Annotated[int, typer.Option(help="Radiograph side / CT slice size in pixels.")] = 256,
+    overwrite: Annotated[bool, typer.Option(help="Replace a previously generated set in OUT.")] = False,
+) -> None:
+    """Generate the synthetic paired DICOM + note data set (manifest, notes, DICOM, ground truth)."""
+    _setup()
+    from clinmm.data.synthetic import SyntheticOptions, generate_sample_data
+
+    try:
+        summary = generate_sample_data(out, studies=studies, seed=seed, options=SyntheticOptions(image_size=image_size),
+                                       overwrite=overwrite)
+    except (ValueError, FileExistsError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(summary.as_dict(), indent=2))
+
+
 @app.command()
 def demo(
     root: Annotated[Path, typer.Option(help="Folder holding sample_data/ and runs/ (the repository root).")] = Path("."),

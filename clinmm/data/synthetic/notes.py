@@ -1,0 +1,338 @@
+"""Synthetic clinical notes with affirmed, negated and uncertain mentions, and the character span of each mention.
+
+Two disjoint phrase pools: ``"trainval"`` (used for the train and val splits) and ``"test"`` (only the test split).
+No mention phrasing of one pool occurs in the other, so a text model is evaluated on wording it never saw; the test
+pool mixes new contexts of the common words ("fever", "breath") with synonyms that never occur in training
+("febrile", "pyrexia", "dyspnoeic", "air hunger"). Notes never mention the image findings' truth: an indication
+such as "evaluate for pneumonia" is drawn independently of every label.
+
+In a template, ``[...]`` marks the evidence span and ``{t}``, ``{f}``, ``{d}`` are filled with a temperature in °C,
+in °F and a number of days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "NOTE_LABELS",
+    "POLARITIES",
+    "PHRASES",
+    "Mention",
+    "SyntheticNote",
+    "render_note",
+    "phrase_pool_for_split",
+]
+
+NOTE_LABELS: tuple[str, ...] = ("fever", "dyspnea")
+POLARITIES: tuple[str, ...] = ("affirmed", "negated", "uncertain")
+
+# PHRASES[pool][label][polarity] -> sentence templates with one [span].
+PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
+    "trainval": {
+        "fever": {
+            "affirmed": (
+                "Patient [reports fever] for the last {d} days.",
+                "[Fever] since {d} days, treated with paracetamol at home.",
+                "Presents with [fever and chills].",
+                "[Temperature {t} C] on arrival.",
+                "Wife states he has been [feverish] since {d} days.",
+                "[Fever of {t}] this morning.",
+                "Ongoing [fevers] despite antipyretics.",
+                "[Recorded temperature of {t} degrees] in the ambulance.",
+                "Complains of [fever] and malaise.",
+                "[Persistent fever] noted by the GP.",
+            ),
+            "negated": (
+                "[No fever].",
+                "Patient [denies fever] or chills.",
+                "[Afebrile] on arrival.",
+                "[Temperature normal] at {n} C.",
+                "No chills, [no fevers] reported.",
+                "[Fever: denied].",
+                "[No documented fever] in the last {d} days.",
+                "Remains [afebrile] on the ward.",
+            ),
+            "uncertain": (
+                "[Possible fever] overnight, not measured.",
+                "[?fever] per family.",
+                "[Cannot exclude low-grade fever].",
+                "[Subjective fever], unconfirmed.",
+                "Reports feeling warm, [fever uncertain].",
+                "[Query fever] at the nursing home.",
+            ),
+        },
+        "dyspnea": {
+            "affirmed": (
+                "Complains of [shortness of breath].",
+                "[Short of breath] on minimal exertion.",
+                "[Dyspnea on exertion] for {d} days.",
+                "Increasing [breathlessness] over the past week.",
+                "[Dyspnea] at rest this morning.",
+                "Patient is [breathless] walking to the bathroom.",
+                "New [shortness of breath] since {d} days.",
+                "[Progressive dyspnea] noted by the family.",
+                "Reports [difficulty breathing] when lying flat.",
+            ),
+            "negated": (
+                "[Denies shortness of breath].",
+                "[No dyspnea].",
+                "[Breathing comfortably] on room air.",
+                "No cough, [no shortness of breath].",
+                "[Not breathless] at rest or on exertion.",
+                "[Dyspnea: denied].",
+                "Chest pain, palpitations and [dyspnea all denied].",
+            ),
+            "uncertain": (
+                "[Possible dyspnea], patient unsure.",
+                "[?SOB] per triage note.",
+                "[Cannot rule out exertional dyspnea].",
+                "[Mild breathlessness, uncertain] significance.",
+                "Family mentions [maybe short of breath] at night.",
+            ),
+        },
+    },
+    "test": {
+        "fever": {
+            "affirmed": (
+                "[Febrile] to {t} overnight.",
+                "[Pyrexia] noted on the observation chart.",
+                "[T max {f} F] in the last 24 hours.",
+                "[Spiking temperatures] with rigors.",
+                "[High fevers at night] for {d} days.",
+                "Feels hot, [temp {t}] on recheck.",
+                "[Pyrexial] since yesterday evening.",
+                "Rigors and [a fever that will not settle].",
+            ),
+            "negated": (
+                "[Apyrexial] throughout.",
+                "[Without any fevers].",
+                "[Has not been febrile].",
+                "[Temperature never above {n}].",
+                "[Fevers: none] on review of systems.",
+                "[Not pyrexial] at triage.",
+            ),
+            "uncertain": (
+                "[Perhaps febrile] at home, no thermometer.",
+                "[Questionable fever], not verified.",
+                "[May have had fevers] last week.",
+                "[Fever not confirmed] by staff.",
+                "[Felt hot, unclear if febrile].",
+            ),
+        },
+        "dyspnea": {
+            "affirmed": (
+                "[Dyspnoeic] on arrival.",
+                "[SOB at rest].",
+                "Describes [air hunger] since {d} days.",
+                "[Struggling to breathe] after a few steps.",
+                "[Increased work of breathing] observed.",
+                "[Winded] climbing one flight of stairs.",
+                "[Breath is short] even when seated.",
+                "[Orthopnoea and exertional breathlessness] reported.",
+            ),
+            "negated": (
+                "[No SOB].",
+                "[Not short of breath].",
+                "[No respiratory distress].",
+                "[Dyspnoea: absent].",
+                "[Breathing easily], speaking full sentences.",
+                "[Never breathless], per patient.",
+            ),
+            "uncertain": (
+                "[Possibly dyspnoeic] at home.",
+                "[Breathlessness not clearly established].",
+                "[Might be a little winded], hard to assess.",
+                "[Equivocal dyspnoea] on history.",
+            ),
+        },
+    },
+}
+
+_INDICATION = (
+    "Cough.", "Chest pain.", "Evaluate for pneumonia.", "Rule out pneumonia.", "Follow-up chest imaging.",
+    "Pre-operative assessment.", "Fall at home.", "Weight loss.", "Known COPD, review.", "Smoker, screening.",
+    "Post-operative check.", "Lines and tubes check.", "Routine review.", "Haemoptysis.", "Fatigue.",
+)
+_HISTORY = (
+    "History of hypertension.", "Type 2 diabetes on metformin.", "Ex-smoker, {d} pack-years.",
+    "Previous appendicectomy.", "Atrial fibrillation on anticoagulation.", "Asthma since childhood.",
+    "Chronic kidney disease stage 3.", "Hypothyroidism, on levothyroxine.", "No significant past history.",
+    "Recent travel abroad.", "Lives alone, independent.", "Works as a teacher.", "Known osteoarthritis.",
+    "Prior myocardial infarction.", "Gastro-oesophageal reflux.", "Allergic to penicillin.",
+)
+_EXAM = (
+    "Heart sounds normal.", "Abdomen soft, non-tender.", "Oxygen saturation {s}% on room air.",
+    "Heart rate {h} per minute.", "Blood pressure {b}.", "Mild pedal oedema.", "Alert and oriented.",
+    "Crackles at the bases.", "Chest clear on auscultation.", "Reduced air entry on the left.",
+    "Wheeze bilaterally.", "Calves soft and non-tender.",
+)
+_PLAN = (
+    "Chest radiograph requested.", "Bloods sent.", "Review with results.", "Discussed with registrar.",
+    "Start empirical treatment if indicated.", "Repeat observations in 4 hours.", "Sputum culture sent.",
+    "Safety-net advice given.", "Admit for observation.", "Outpatient follow-up arranged.",
+)
+_LONG = (
+    "Medications reviewed and reconciled with the pharmacy list; no changes made today.",
+    "Social history: lives with partner in a second-floor flat, independent with activities of daily living.",
+    "Family history of ischaemic heart disease in father and of breast cancer in mother.",
+    "The patient was seen together with a relative, who contributed to the history.",
+    "Previous imaging reviewed on the system; the comparison study from last year is available.",
+    "Nutrition screening completed; no concerns were raised by the dietitian.",
+    "Mobility assessed by physiotherapy, walking with one stick.",
+    "Advance care planning discussed briefly; patient wishes to be for full escalation.",
+    "Vaccinations reported as up to date, including the seasonal influenza vaccine.",
+    "Review of systems otherwise unremarkable for genitourinary and neurological complaints.",
+    "Pain controlled with regular paracetamol, pain score {d} out of 10.",
+    "Skin intact, pressure areas checked and documented.",
+    "Blood results from the previous admission reviewed with the team.",
+    "Discussed the findings and the next steps with the patient, who agrees with the plan.",
+)
+_HEADINGS = (
+    ("INDICATION:", "HISTORY:", "EXAMINATION:", "PLAN:"),
+    ("Reason for exam:", "Background:", "On examination:", "Plan:"),
+    ("CLINICAL QUESTION:", "PMH:", "FINDINGS ON EXAM:", "ASSESSMENT/PLAN:"),
+    ("Indication -", "History -", "Exam -", "Plan -"),
+)
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One evidence phrase in a note.
+
+    Args:
+        label: finding (``fever`` or ``dyspnea``).
+        start: first character of the span in the note.
+        end: one past the last character.
+        polarity: ``affirmed``, ``negated`` or ``uncertain``.
+    """
+
+    label: str
+    start: int
+    end: int
+    polarity: str
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"label": self.label, "start": self.start, "end": self.end, "polarity": self.polarity}
+
+
+@dataclass
+class SyntheticNote:
+    """A rendered note.
+
+    Args:
+        text: the note.
+        mentions: every evidence phrase with its span, in text order.
+    """
+
+    text: str
+    mentions: list[Mention] = field(default_factory=list)
+
+
+def phrase_pool_for_split(split: str) -> str:
+    """Which phrase pool a split uses: ``"test"`` for the test split, ``"trainval"`` otherwise."""
+    return "test" if split == "test" else "trainval"
+
+
+def _fill(rng: np.random.Generator, template: str) -> str:
+    """Fill numeric placeholders of a template."""
+    return template.format(
+        t=f"{rng.uniform(38.1, 40.2):.1f}",
+        f=f"{rng.uniform(100.6, 104.0):.1f}",
+        n=f"{rng.uniform(36.2, 37.4):.1f}",
+        d=int(rng.integers(2, 12)),
+        s=int(rng.integers(88, 100)),
+        h=int(rng.integers(58, 118)),
+        b=f"{int(rng.integers(100, 170))}/{int(rng.integers(55, 100))}",
+    )
+
+
+def _mention_sentence(rng: np.random.Generator, template: str) -> tuple[str, int, int]:
+    """Fill a ``[span]`` template; return (sentence, span start, span end) within the sentence."""
+    a, b = template.index("["), template.index("]")
+    before, inside, after = template[:a], template[a + 1 : b], template[b + 1 :]
+    before, inside, after = _fill(rng, before), _fill(rng, inside), _fill(rng, after)
+    return before + inside + after, len(before), len(before) + len(inside)
+
+
+def _mention_plan(rng: np.random.Generator, truth: int) -> list[str]:
+    """Polarities to mention for one finding given its truth (1 present, 0 absent)."""
+    u = rng.random()
+    if truth == 1:
+        if u < 0.84:
+            plan = ["affirmed"]
+        elif u < 0.92:
+            plan = ["uncertain"]  # documented only vaguely
+        else:
+            plan = []  # not documented at all
+        if plan and rng.random() < 0.15:
+            plan.append("affirmed")  # repeated in another section
+    else:
+        if u < 0.45:
+            plan = ["negated"]
+        elif u < 0.6:
+            plan = ["uncertain"]
+        elif u < 0.66:
+            plan = ["negated", "uncertain"]
+        else:
+            plan = []
+    return plan
+
+
+def render_note(
+    rng: np.random.Generator,
+    *,
+    truth: dict[str, int],
+    split: str,
+    long: bool = False,
+) -> SyntheticNote:
+    """Write one clinical note.
+
+    Args:
+        rng: random generator (consumed).
+        truth: ``{"fever": 0|1, "dyspnea": 0|1}`` ground truth of the note findings.
+        split: ``train``, ``val`` or ``test``; picks the phrase pool (:func:`phrase_pool_for_split`).
+        long: pad with many extra sentences (several hundred words).
+
+    Returns:
+        :class:`SyntheticNote` with the text and the span of every fever/dyspnea mention.
+    """
+    pool = PHRASES[phrase_pool_for_split(split)]
+    sections: list[list[tuple[str, str | None, tuple[int, int] | None]]] = [[] for _ in range(4)]
+
+    def neutral(options: tuple[str, ...], k: int) -> list[tuple[str, None, None]]:
+        picks = rng.choice(len(options), size=min(k, len(options)), replace=False)
+        return [(_fill(rng, options[int(i)]), None, None) for i in picks]
+
+    sections[0] += neutral(_INDICATION, int(rng.integers(1, 3)))
+    sections[1] += neutral(_HISTORY, int(rng.integers(1, 4)))
+    sections[2] += neutral(_EXAM, int(rng.integers(1, 4)))
+    sections[3] += neutral(_PLAN, int(rng.integers(1, 3)))
+    if long:
+        sections[1] += neutral(_LONG, len(_LONG)) + neutral(_HISTORY, len(_HISTORY))
+        sections[2] += neutral(_EXAM, len(_EXAM)) + neutral(_LONG, len(_LONG))
+        sections[3] += neutral(_PLAN, len(_PLAN))
+    for label in NOTE_LABELS:
+        for polarity in _mention_plan(rng, int(truth[label])):
+            templates = pool[label][polarity]
+            sentence, a, b = _mention_sentence(rng, templates[int(rng.integers(len(templates)))])
+            target = sections[int(rng.choice([0, 1, 1, 2]))]
+            target.insert(int(rng.integers(0, len(target) + 1)), (sentence, f"{label}:{polarity}", (a, b)))
+    headings = _HEADINGS[int(rng.integers(len(_HEADINGS)))]
+    one_line = rng.random() < 0.5
+    text = ""
+    mentions: list[Mention] = []
+    for heading, sentences in zip(headings, sections):
+        if not sentences:
+            continue
+        text += ("\n" if text else "") + heading + (" " if one_line else "\n")
+        for i, (sentence, tag, span) in enumerate(sentences):
+            if i:
+                text += " "
+            if tag is not None and span is not None:
+                label, polarity = tag.split(":")
+                mentions.append(Mention(label, len(text) + span[0], len(text) + span[1], polarity))
+            text += sentence
+    return SyntheticNote(text=text, mentions=mentions)
