@@ -95,7 +95,7 @@ def build_command(
     if not 1 <= int(max_upload_mb) <= 2048:
         raise ConfigError(f"--max-upload-mb must be in 1..2048, got {max_upload_mb}")
     if not _is_loopback(address):
-        logger.warning("dashboard bound to %s, not localhost: put an authenticating TLS reverse proxy in front", address)
+        logger.warning("dashboard bound to %s, not localhost: put an authenticating TLS proxy in front", address)
     settings = DashboardSettings(scores=scores, model=model, manifest=manifest, db_url=db_url or "", report=report,
                                  identified=identified, proxy_user_header=proxy_user_header,
                                  max_upload_mb=int(max_upload_mb))

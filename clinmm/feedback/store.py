@@ -9,8 +9,8 @@ Any SQLAlchemy URL works: a SQLite file by default (``sqlite:///path/feedback.sq
   identified fields shown), with the session id and the model version.
 
 Rows hold study keys (salted hashes) and study ids from the manifest, never DICOM content. A verdict can be turned
-back into a label (agree → the model's decision, disagree → its opposite) and exported as a manifest in the DESIGN.md
-schema that ``clinmm train`` reads.
+back into a label (agree → the model's decision, disagree → its opposite) and exported as a manifest in the
+DESIGN.md schema that ``clinmm train`` reads.
 """
 
 from __future__ import annotations

@@ -58,7 +58,10 @@ def postgres_url() -> Iterator[str]:
     os.chmod(root, 0o777)
     data = root / "data"
     port = _free_port()
-    run = lambda *cmd: subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True, timeout=120)  # noqa: E731
+
+    def run(*cmd: str) -> None:
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True, timeout=120)
+
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "clinmm", "--no-sync", "-E", "UTF8")
         run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
