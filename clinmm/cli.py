@@ -112,7 +112,8 @@ def score(
     try:
         options = ScoreOptions(
             notes=notes, explain=explain, sr=sr, engine=engine, batch_size=batch_size, workers=workers,
-            device=device, force_scope=force_scope, salt_file=salt,
+            device=device, force_scope=force_scope, salt_file=salt, progress=True,
+            command=" ".join(["clinmm", *__import__("sys").argv[1:]]),
         )
         summary = run_score(input, model, out, options=options)
     except ClinmmError as err:
@@ -146,6 +147,30 @@ def report(
 
 
 @app.command()
+def explain(
+    model: Annotated[Path, typer.Option(help="Checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="Output folder (PNG per label, note.html, explanation.json).")],
+    study: Annotated[Optional[Path], typer.Argument(help="DICOM file or series folder (omit for a note only).")] = None,
+    note: Annotated[Optional[Path], typer.Option(help="Text file with the study's clinical note.")] = None,
+    method: Annotated[Optional[list[str]], typer.Option(help="attention (default), gradcam, gradcam++, "
+                                                            "integrated_gradients; repeatable.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Explain one study: heatmap overlay per label, the note with highlighted words, and the numbers as JSON."""
+    _setup(verbose)
+    from clinmm.errors import ClinmmError
+    from clinmm.explain.run import explain_study
+
+    try:
+        text = note.read_text(encoding="utf-8") if note else None
+        result = explain_study(model, study, note=text, out=out, methods=tuple(method or ("attention",)), device=device)
+    except (ClinmmError, ValueError, OSError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps({"out": str(result.out), "files": result.files}, indent=2))
+
+
+@app.command()
 def dashboard(
     scores: Annotated[Optional[Path], typer.Option(help="A `clinmm score` output folder.")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint directory (case view, model card).")] = None,
@@ -154,15 +179,22 @@ def dashboard(
     address: Annotated[str, typer.Option(help="Bind address (localhost by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8501,
     identified: Annotated[bool, typer.Option(help="Identified mode (only behind sign-in).")] = False,
+    manifest: Annotated[Optional[Path], typer.Option(help="Manifest the scores came from.")] = None,
+    proxy_user_header: Annotated[Optional[str], typer.Option(help="Auth proxy user header.")] = None,
+    max_upload_mb: Annotated[int, typer.Option(help="Upload size limit in MB.")] = 200,
 ) -> None:
     """Serve the clinician dashboard (Streamlit) on localhost."""
     _setup()
     from clinmm.dashboard_launch import launch
+    from clinmm.errors import ClinmmError
 
-    raise typer.Exit(
-        launch(scores=scores, model=model, report=report_html, db_url=db or os.environ.get("CLINMM_FEEDBACK_DB"),
-               address=address, port=port, identified=identified)
-    )
+    try:
+        code = launch(scores=scores, model=model, report=report_html, db_url=db or os.environ.get("CLINMM_FEEDBACK_DB"),
+                      address=address, port=port, identified=identified, manifest=manifest,
+                      proxy_user_header=proxy_user_header, max_upload_mb=max_upload_mb)
+    except ClinmmError as err:
+        _fail(str(err))
+    raise typer.Exit(code)
 
 
 @data_app.command("indiana")
