@@ -22,7 +22,7 @@ from clinmm.report.checklist import SECTION_ANCHORS, checklists
 from clinmm.report.figures import forest_figure, reliability_figure, roc_figure
 from clinmm.report.validation import ValidationReport
 
-__all__ = ["render_html_string", "render_html", "print_pdf", "CHROMIUM_FLAGS", "ReportRenderError"]
+__all__ = ["render_html_string", "render_html", "print_pdf", "chrome_driver", "CHROMIUM_FLAGS", "ReportRenderError"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ def render_html(report: ValidationReport, out: str | Path) -> Path:
     return out
 
 
-def _chrome_driver(*, chromium: str | None, chromedriver: str | None, extra_args: tuple[str, ...] = ()):
+def chrome_driver(*, chromium: str | None = None, chromedriver: str | None = None, extra_args: tuple[str, ...] = (),
+                  performance_log: bool = False):
+    """A Selenium headless Chromium with :data:`CHROMIUM_FLAGS` (``performance_log``: record CDP Network events)."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -153,6 +155,8 @@ def _chrome_driver(*, chromium: str | None, chromedriver: str | None, extra_args
     options.binary_location = binary
     for flag in CHROMIUM_FLAGS + tuple(extra_args):
         options.add_argument(flag)
+    if performance_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
@@ -167,7 +171,7 @@ def print_pdf(html: str | Path, out: str | Path, *, chromium: str | None = None,
         chromedriver: chromedriver binary (default: found on PATH).
     """
     html, out = Path(html).resolve(), Path(out)
-    driver = _chrome_driver(chromium=chromium, chromedriver=chromedriver)
+    driver = chrome_driver(chromium=chromium, chromedriver=chromedriver)
     try:
         driver.get(html.as_uri())
         result = driver.execute_cdp_cmd("Page.printToPDF", {
