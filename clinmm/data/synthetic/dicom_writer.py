@@ -198,9 +198,9 @@ def _pixel_module(ds: Dataset, stored: np.ndarray, *, photometric: str, bits_sto
 def _save(ds: Dataset, path: Path, transfer_syntax: str) -> None:
     """Encode (if asked) and write a DICOM file with a complete file meta header."""
     if transfer_syntax == RLELossless:
-        ds.compress(RLELossless, encoding_plugin="pydicom")
+        ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
     elif transfer_syntax == JPEGLSLossless:
-        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls", generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
