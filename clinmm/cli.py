@@ -229,6 +229,25 @@ def demo(
     typer.echo(json.dumps(timings, indent=2))
 
 
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="DICOM file or folder (any nesting, files without extension).")],
+    out: Annotated[Optional[Path], typer.Option(help="CSV: one de-identified row per file.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decode worker processes (default: CPUs, at most 8).")] = None,
+    deadline: Annotated[float, typer.Option(help="Seconds per file before its worker is killed.")] = 60.0,
+    salt_file: Annotated[Optional[Path], typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Give every file a status (ok, not_dicom, no_decoder, ...) and print the counts; --out writes the rows."""
+    _setup(verbose)
+    from clinmm.io.inspect import run_inspect
+
+    salt = salt_file or (Path(os.environ["CLINMM_SALT_FILE"]) if os.environ.get("CLINMM_SALT_FILE") else None)
+    summary = run_inspect(path, out_csv=out, workers=workers, deadline_s=deadline, salt_file=salt, progress=progress)
+    typer.echo(summary.format())
+
+
 def main() -> None:  # pragma: no cover - console entry point convenience
     app()
 

@@ -27,6 +27,8 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ __all__ = [
     "read_dicom",
     "frame_dataset",
     "luma_bt601",
+    "pydicom_quiet",
 ]
 
 logger = logging.getLogger(__name__)
@@ -170,6 +173,21 @@ class DecodedImage:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@contextmanager
+def pydicom_quiet() -> Iterator[None]:
+    """Silence pydicom's value-validation warnings, whose text quotes element values (possible PHI), and Python
+    warnings, for the duration of a read/decode. Restores the previous settings."""
+    settings = pydicom.config.settings
+    saved = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        settings.reading_validation_mode = saved
+
+
 def _fail(status: Status, detail: str, path: str, message: str = "") -> IngestError:
     return IngestError(status.value, detail, path=path, message=message or status.value)
 
@@ -234,6 +252,7 @@ def read_header(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     stop_before_pixels: bool = False,
+    on_header: Callable[[Dataset], None] | None = None,
 ) -> Dataset:
     """Read a file strictly and check everything that can be checked before decoding.
 
@@ -242,6 +261,7 @@ def read_header(
         max_file_bytes: larger files are ``too_large`` (checked with ``stat`` before reading).
         max_pixels: Rows × Columns × Frames × SamplesPerPixel above this is ``too_large`` (before decoding).
         stop_before_pixels: read only the header (for grouping); skips the pixel-data checks.
+        on_header: called with the dataset as soon as it is parsed (before any check), e.g. to fill a report row.
 
     Returns:
         The pydicom dataset.
@@ -250,6 +270,20 @@ def read_header(
         IngestError: ``not_dicom``, ``truncated``, ``bad_header``, ``too_large``, ``unsupported_sop_class``,
             ``no_pixel_data`` or ``no_decoder`` (detail = transfer syntax UID).
     """
+    with pydicom_quiet():
+        return _read_header(path, max_file_bytes=max_file_bytes, max_pixels=max_pixels,
+                            stop_before_pixels=stop_before_pixels, on_header=on_header)
+
+
+def _read_header(
+    path: str | os.PathLike[str],
+    *,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    stop_before_pixels: bool = False,
+    on_header: Callable[[Dataset], None] | None = None,
+) -> Dataset:
+    """Body of :func:`read_header` (runs inside :func:`pydicom_quiet`)."""
     spath = os.fspath(path)
     try:
         size = os.stat(spath).st_size
@@ -271,6 +305,8 @@ def read_header(
         text = str(err).lower()
         status = Status.TRUNCATED if ("end of file" in text or "unexpected end" in text) else Status.BAD_HEADER
         raise _fail(status, type(err).__name__, spath, "cannot parse DICOM header")
+    if on_header is not None:
+        on_header(ds)
 
     sop = _sop_class(ds)
     if sop not in ALLOWED_SOP_CLASSES:
@@ -544,6 +580,7 @@ def read_dicom(
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_header: Callable[[Dataset], None] | None = None,
 ) -> DecodedImage:
     """Read, check and decode one DICOM file (strict ``dcmread``, allow-listed SOP class, bounded size).
 
@@ -551,6 +588,7 @@ def read_dicom(
         path: the DICOM file.
         max_file_bytes: bound on the file size.
         max_pixels: bound on Rows × Columns × Frames × SamplesPerPixel.
+        on_header: see :func:`read_header`.
 
     Returns:
         The decoded image.
@@ -559,10 +597,11 @@ def read_dicom(
         IngestError: with one :class:`~clinmm.io.status.Status` value (never ``ok``).
     """
     spath = os.fspath(path)
-    ds = read_header(spath, max_file_bytes=max_file_bytes, max_pixels=max_pixels)
-    try:
-        return decode_dataset(ds, path=spath)
-    except IngestError:
-        raise
-    except Exception as err:  # last guard: a header value that only fails when used
-        raise _fail(Status.BAD_HEADER, type(err).__name__, spath, "attribute unusable while decoding")
+    with pydicom_quiet():
+        ds = read_header(spath, max_file_bytes=max_file_bytes, max_pixels=max_pixels, on_header=on_header)
+        try:
+            return decode_dataset(ds, path=spath)
+        except IngestError:
+            raise
+        except Exception as err:  # last guard: a header value that only fails when used
+            raise _fail(Status.BAD_HEADER, type(err).__name__, spath, "attribute unusable while decoding")
