@@ -89,10 +89,10 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
     if _stamp(paths.data / ".demo-stamp.json") == data_key and (paths.data / "manifest.csv").is_file():
         timer.seconds["data"] = "reused"
     else:
-        from clinmm.data.synthetic import generate_dataset
+        from clinmm.data.synthetic import generate_sample_data
 
         with timer.step("data"):
-            generate_dataset(paths.data, n_studies=studies, seed=seed)
+            generate_sample_data(paths.data, studies=studies, seed=seed, overwrite=True)
         (paths.data / ".demo-stamp.json").write_text(json.dumps(data_key))
 
     config = demo_config()

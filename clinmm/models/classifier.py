@@ -10,6 +10,7 @@ from torch import nn
 from clinmm.config import ClinmmConfig
 from clinmm.models.fusion import FusionOutput, build_fusion, masked_mean
 from clinmm.models.image import ImageEncoder
+from clinmm.models.text_cache import FrozenTextCache
 
 __all__ = ["ModelInputs", "ClinmmOutput", "ClinmmModel"]
 
@@ -105,6 +106,16 @@ class ClinmmModel(nn.Module):
             self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, dim), nn.LayerNorm(dim))
             self.text_head = nn.Linear(dim, num_labels)
         self.fusion = build_fusion(config.fusion, num_labels=num_labels)
+        # Used only in training mode while every text-encoder weight is frozen (the CPU demo); inference never caches.
+        self.text_cache = FrozenTextCache()
+
+    def text_frozen(self) -> bool:
+        """True when no text-encoder parameter is trainable (its outputs can then be cached per note)."""
+        return self.text_encoder is not None and not any(p.requires_grad for p in self.text_encoder.parameters())
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.text_cache.clear()  # cached text features belong to the previous weights
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the pretrained text encoder (lower learning rate)."""
@@ -125,11 +136,16 @@ class ClinmmModel(nn.Module):
 
     def forward_text(self, inputs: ModelInputs, *, output_attentions: bool = False):
         """Note chunks → projected tokens (B, K*L, D), mask (B, K*L), encoder attentions or None."""
-        feats = self.text_encoder(inputs.input_ids, inputs.attention_mask, inputs.keep,
-                                  output_attentions=output_attentions)
-        tokens = self.text_proj(feats.tokens.float())  # (B, K*L, D)
-        mask = feats.mask & inputs.text_present[:, None]  # (B, K*L)
-        return tokens, mask, getattr(feats, "attentions", None)
+        if self.training and self.text_frozen() and not output_attentions:  # frozen encoder: encode each note once
+            raw, raw_mask = self.text_cache(self.text_encoder, inputs.input_ids, inputs.attention_mask, inputs.keep)
+            attentions = None
+        else:
+            feats = self.text_encoder(inputs.input_ids, inputs.attention_mask, inputs.keep,
+                                      output_attentions=output_attentions)
+            raw, raw_mask, attentions = feats.tokens, feats.mask, getattr(feats, "attentions", None)
+        tokens = self.text_proj(raw.float())  # (B, K*L, D)
+        mask = raw_mask & inputs.text_present[:, None]  # (B, K*L)
+        return tokens, mask, attentions
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
                 drop_text: torch.Tensor | None = None, output_text_attentions: bool = False) -> ClinmmOutput:
