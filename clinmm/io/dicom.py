@@ -37,7 +37,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing, get_decoder
 from pydicom.uid import UID
 
 from clinmm.errors import IngestError
@@ -410,6 +410,20 @@ def luma_bt601(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
+def _lut_entries(item: Dataset, *, little_endian: bool) -> np.ndarray:
+    """The entries of a LUT item (LUT Descriptor + LUT Data, US or OW) as float64, ``n`` long (PS3.3 C.11.2.1.1)."""
+    n = int(item.LUTDescriptor[0]) or 2**16
+    elem = item["LUTData"]
+    if isinstance(elem.value, (bytes, bytearray)):
+        data = np.frombuffer(bytes(elem.value), dtype="<u2" if little_endian else ">u2")
+    else:
+        data = np.asarray(elem.value if isinstance(elem.value, (list, tuple)) or hasattr(elem.value, "__iter__")
+                          else [elem.value], dtype=np.float64)
+    if data.size < n:
+        raise ValueError("LUT Data shorter than its descriptor")
+    return data[:n].astype(np.float64)
+
+
 def _voi_display(values: np.ndarray, fds: Dataset) -> tuple[np.ndarray | None, str]:
     """VOI of one frame's modality values → display in [0, 1], or (None, reason) when none applies.
 
@@ -418,16 +432,14 @@ def _voi_display(values: np.ndarray, fds: Dataset) -> tuple[np.ndarray | None, s
     seq = fds.get("VOILUTSequence", None)
     if seq and seq[0].get("LUTDescriptor", None) is not None and seq[0].get("LUTData", None) is not None:
         try:
-            item = seq[0]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = apply_voi(np.rint(values).astype(np.int64), fds, 0).astype(np.float64)
-                # apply_voi decodes the LUT for us: run it over every input the LUT maps to read its output range.
-                first_map = int(item.LUTDescriptor[1])
-                n_entries = int(item.LUTDescriptor[0]) or 2**16
-                lut = apply_voi(np.arange(first_map, first_map + n_entries, dtype=np.int64), fds, 0)
-            lo, hi = float(lut.min()), float(lut.max())
+            lut = _lut_entries(seq[0], little_endian=fds.original_encoding[1] is not False)
+            first_map = int(seq[0].LUTDescriptor[1])
+            # pydicom 3.0.2's apply_voi indexes through the LUT's own dtype (uint8 for 8-bit entries), which wraps
+            # for LUTs with more than 256 entries; the lookup itself is one line, so it is done here.
+            index = np.clip(np.rint(values) - first_map, 0, lut.size - 1).astype(np.int64)
+            out = lut[index]
             # Output range of a VOI LUT is the range of its entries (what the LUT can produce).
+            lo, hi = float(lut.min()), float(lut.max())
             scale = hi - lo if hi > lo else 1.0
             return np.clip((out - lo) / scale, 0.0, 1.0), "voi_lut_sequence"
         except Exception as err:  # malformed LUT: fall back to the window, then to min-max
