@@ -112,7 +112,8 @@ def score(
     try:
         options = ScoreOptions(
             notes=notes, explain=explain, sr=sr, engine=engine, batch_size=batch_size, workers=workers,
-            device=device, force_scope=force_scope, salt_file=salt,
+            device=device, force_scope=force_scope, salt_file=salt, progress=True,
+            command=" ".join(["clinmm", *__import__("sys").argv[1:]]),
         )
         summary = run_score(input, model, out, options=options)
     except ClinmmError as err:
