@@ -121,6 +121,10 @@ def build_model(config: ClinmmConfig, labels: list[str], *, text_dir: Path | Non
             text_encoder = TextEncoder.from_saved(text_dir, attn_implementation=attn_implementation)
         else:
             text_encoder = TextEncoder.from_config(config.text, attn_implementation=attn_implementation)
+        if config.text.lora:
+            from clinmm.models.lora import apply_text_lora
+
+            apply_text_lora(text_encoder, r=config.text.lora_r)
     return ClinmmModel(config=config, labels=labels, text_encoder=text_encoder)
 
 
@@ -152,6 +156,11 @@ def save_checkpoint(directory: str | Path, *, model: ClinmmModel, config: Clinmm
         (tmp / name).write_text(content, encoding="utf-8")
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     _write_json(tmp / _MANIFEST, {"files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in files}})
+    # A resumable training state (clinmm.training.state) lives in OUT/.train_state/ while training runs; it is kept
+    # beside the checkpoint, outside the sha256 manifest (it is never loaded for inference).
+    state_dir = directory / ".train_state"
+    if state_dir.is_dir():
+        os.replace(state_dir, tmp / ".train_state")
     if directory.exists():
         backup = directory.with_name(f".{directory.name}.old")
         if backup.exists():

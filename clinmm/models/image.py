@@ -1,7 +1,13 @@
 """MONAI image backbones exposed as token encoders: ``forward_features`` → (B, Ni, C) tokens on a spatial grid.
 
-Image tokens are the backbone's last spatial feature map flattened row-major (2D: ``h w``; 3D: ``d h w``), so the
-attention a token receives maps back to an image region (see ``clinmm.explain``).
+Backbones (see :mod:`clinmm.models.registry`): ``densenet121``, ``densenet_small`` (CPU demo), ``resnet18``,
+``resnet50``, ``vit``, each in 2D (radiographs, slices) or 3D (CT/MR volumes). Image tokens are the backbone's last
+spatial feature map flattened row-major (2D: ``h w``; 3D: ``d h w``), so the attention a token receives maps back to
+an image region (see ``clinmm.explain``): token ``i`` covers the input block ``unravel(i, grid)`` × ``stride``.
+
+Pretrained weights: only from a local safetensors file holding the MONAI network's ``state_dict`` (clinmm never
+downloads). The file is checked before use: sha256 against the configured value, every key must exist in the backbone
+with the same shape (the removed classification head is ignored), and most of the backbone must be covered.
 """
 
 from __future__ import annotations
@@ -13,17 +19,21 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from monai.networks import nets
 from torch import nn
 
 from clinmm.config import ImageEncoderConfig
 from clinmm.errors import CheckpointError, ChecksumError, ConfigError
+from clinmm.models.registry import get_backbone, list_backbones
 
 __all__ = ["ImageEncoder", "ImageFeatures", "BACKBONES"]
 
 logger = logging.getLogger(__name__)
 
-BACKBONES = ("densenet121", "densenet_small", "resnet18", "resnet50", "vit")
+BACKBONES = tuple(list_backbones())
+
+# A pretrained file must cover at least this fraction of the backbone's tensors (guards against a wrong file whose
+# few matching keys would load silently).
+_MIN_COVERAGE = 0.9
 
 
 @dataclass
@@ -39,20 +49,20 @@ class ImageFeatures:
     grid: tuple[int, ...]
 
 
-class _ConvTrunk(nn.Module):
-    """A MONAI CNN's convolutional trunk (no pooling head), ending with a ReLU."""
+class _Trunk(nn.Module):
+    """The MONAI net (head removed) run by its spec's ``features``: output = the map that becomes the tokens.
 
-    def __init__(self, *, trunk: nn.Module, channels: int) -> None:
+    ``ImageEncoder.body`` is this module, so hooks on it (Grad-CAM's target layer ``image_encoder.body``) see the
+    final spatial feature map (B, C, *grid) of a CNN, or the (B, Ni, C) tokens of the ViT.
+    """
+
+    def __init__(self, *, net: nn.Module, spec) -> None:
         super().__init__()
-        self.trunk = trunk
-        self.out_channels = channels
+        self.net = net
+        self.spec = spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.trunk(x))
-
-
-def _resnet_trunk(net: nn.Module) -> nn.Module:
-    return nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+        return self.spec.features(self.net, x)
 
 
 class ImageEncoder(nn.Module):
@@ -72,47 +82,60 @@ class ImageEncoder(nn.Module):
             raise ConfigError(f"image.spatial_dims: expected 2 or 3, got {config.spatial_dims}")
         self.config = config
         self.spatial_dims = config.spatial_dims
-        dims = config.spatial_dims
-        self.is_vit = config.backbone == "vit"
-        if config.backbone == "densenet121":
-            net = nets.DenseNet121(spatial_dims=dims, in_channels=in_channels, out_channels=1)
-            self.body: nn.Module = _ConvTrunk(trunk=net.features, channels=1024)
-        elif config.backbone == "densenet_small":
-            # Three dense blocks (stride 16): an 8×8 token grid at 128 px, light enough to train on 2 CPU cores.
-            net = nets.DenseNet(spatial_dims=dims, in_channels=in_channels, out_channels=1, init_features=32,
-                                growth_rate=16, block_config=(4, 8, 8), bn_size=4)
-            self.body = _ConvTrunk(trunk=net.features, channels=216)
-        elif config.backbone in ("resnet18", "resnet50"):
-            net = getattr(nets, config.backbone)(spatial_dims=dims, n_input_channels=in_channels, num_classes=1)
-            self.body = _ConvTrunk(trunk=_resnet_trunk(net), channels=512 if config.backbone == "resnet18" else 2048)
-        else:
-            patch = 16
-            if image_size % patch:
-                raise ConfigError(f"data.image_size: the ViT needs a multiple of {patch}, got {image_size}")
-            self.body = nets.ViT(in_channels=in_channels, img_size=(image_size,) * dims, patch_size=(patch,) * dims,
-                                 spatial_dims=dims, classification=False, hidden_size=384, mlp_dim=1536,
-                                 num_layers=6, num_heads=6)
-            self._vit_grid = (image_size // patch,) * dims
-        self.out_channels = 384 if self.is_vit else self.body.out_channels
+        self.spec = get_backbone(config.backbone)
+        self.image_size = image_size
+        self.is_vit = self.spec.is_vit
+        try:
+            net = self.spec.build(config.spatial_dims, in_channels, image_size)
+        except ValueError as err:
+            raise ConfigError(f"data.image_size / image.backbone: {err}") from err
+        self.body = _Trunk(net=net, spec=self.spec)
+        self.out_channels = self.spec.out_channels
         if config.pretrained_path:
             self.load_pretrained(Path(config.pretrained_path), sha256=config.pretrained_sha256)
 
     def load_pretrained(self, path: Path, *, sha256: str | None = None) -> None:
-        """Load backbone weights from a local safetensors file (checked against ``sha256`` when given)."""
+        """Load backbone weights from a local safetensors file holding the MONAI network's ``state_dict``.
+
+        Args:
+            path: the safetensors file.
+            sha256: expected sha256 of the file (checked first when given).
+
+        Raises:
+            CheckpointError: the file is missing, unreadable, has keys or shapes the backbone does not have, or covers
+                less than 90 % of the backbone's tensors.
+            ChecksumError: the file's sha256 differs from ``sha256``.
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         if not path.is_file():
             raise CheckpointError(f"{path}: pretrained image weights not found")
         if sha256:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != sha256:
+            if digest != sha256.lower():
                 raise ChecksumError(f"{path}: sha256 {digest} does not match the expected {sha256}")
-        state = load_file(str(path))
-        missing, unexpected = self.body.load_state_dict(state, strict=False)
-        if unexpected or len(missing) == len(list(self.body.state_dict())):
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path}: not a readable safetensors file: {err}") from err
+        state = {k: v for k, v in state.items() if not k.startswith(self.spec.head_prefixes or ("\0",))}
+        own = self.body.net.state_dict()
+        unexpected = sorted(k for k in state if k not in own)
+        wrong = sorted(k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape))
+        if unexpected or wrong:
+            detail = (f"unexpected keys e.g. {unexpected[:3]}" if unexpected else
+                      f"shape mismatch for {wrong[0]}: file {tuple(state[wrong[0]].shape)}, backbone "
+                      f"{tuple(own[wrong[0]].shape)}")
             raise CheckpointError(f"{path}: weights do not fit backbone {self.config.backbone} "
-                                  f"({len(unexpected)} unexpected, {len(missing)} missing keys)")
-        logger.info("loaded pretrained image weights from %s (%d keys missing)", path.name, len(missing))
+                                  f"({self.spatial_dims}D): {len(unexpected)} unexpected, {len(wrong)} wrong shape; "
+                                  f"{detail}")
+        coverage = len(state) / max(1, len(own))
+        if coverage < _MIN_COVERAGE:
+            raise CheckpointError(f"{path}: covers only {len(state)} of {len(own)} tensors of backbone "
+                                  f"{self.config.backbone}; expected a full MONAI {self.config.backbone} state_dict")
+        self.body.net.load_state_dict(state, strict=False)
+        logger.info("loaded pretrained image weights from %s (%d of %d tensors)", path.name, len(state), len(own))
 
     def forward_features(self, x: torch.Tensor) -> ImageFeatures:
         """Image → tokens.
@@ -123,9 +146,13 @@ class ImageEncoder(nn.Module):
         Returns:
             :class:`ImageFeatures` with tokens (B, Ni, C) and the token grid.
         """
-        if self.is_vit:
-            tokens, _ = self.body(x)  # (B, Ni, C)
-            return ImageFeatures(tokens=tokens, grid=self._vit_grid)
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(f"ImageEncoder ({self.spatial_dims}D) expects a {self.spatial_dims + 2}-D input "
+                             f"(B, C, {'D, ' if self.spatial_dims == 3 else ''}H, W), got shape {tuple(x.shape)}")
+        if self.spec.is_vit:
+            tokens = self.body(x)  # (B, Ni, C)
+            grid = tuple(s // self.spec.patch for s in x.shape[2:])
+            return ImageFeatures(tokens=tokens, grid=grid)
         fmap = self.body(x)  # (B, C, h, w) or (B, C, d, h, w)
         grid = tuple(fmap.shape[2:])
         if self.spatial_dims == 2:

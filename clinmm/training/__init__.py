@@ -1,0 +1,1 @@
+"""Training plumbing: resumable training state (:mod:`.state`) and data-parallel helpers (:mod:`.ddp`)."""
