@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special, stats
+from scipy import optimize, sparse, special, stats
 from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -263,6 +263,11 @@ def calibration_summary(y_true: ArrayLike, y_prob: ArrayLike, *, n_bins: int = 1
 # ----------------------------------------------------------------------------------------------------------------
 # Vectorised weighted metrics (one row of weights per bootstrap replicate)
 # ----------------------------------------------------------------------------------------------------------------
+#
+# A replicate is a row of frequency weights over "units" (studies, or patients whose studies share the weight).
+# Per label, AUROC and AP are computed from (R, K) arrays on the grid of the K distinct positive scores, obtained
+# with sparse (K, units) x dense (units, R) products: no per-replicate sort, no (R, n) study-weight matrix.
+# scikit-learn takes one sample_weight vector per call, which is ~100x slower for thousands of replicates.
 
 
 def _as_weights(sample_weight: ArrayLike | None, n: int) -> tuple[NDArray, bool]:
@@ -271,29 +276,97 @@ def _as_weights(sample_weight: ArrayLike | None, n: int) -> tuple[NDArray, bool]
     w = np.asarray(sample_weight, dtype=np.float64)
     single = w.ndim == 1
     w = np.atleast_2d(w)  # (R, n)
-    if w.shape[1] != n:
+    if w.shape[1] != n or w.ndim != 2:
         raise ValueError(f"`sample_weight` must have shape (n,) or (R, n) with n={n}; got {w.shape}.")
     return w, single
 
 
-def _tie_groups(y_score: NDArray, *, descending: bool) -> tuple[NDArray, NDArray]:
-    """Sort order and the start index of each run of equal scores in that order."""
-    order = np.argsort(-y_score if descending else y_score, kind="mergesort")
-    s = y_score[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return order, starts
+@dataclass
+class _Grouped:
+    """Per-replicate weights on the grid of the K distinct scores of positive studies (ascending ``u``).
+
+    Attributes:
+        pos: (R, K) weight of positives scoring exactly u[i].
+        below: (R, K) weight of negatives scoring strictly below u[i].
+        tied: (R, K) weight of negatives scoring exactly u[i].
+        total_neg: (R,) weight of all negatives.
+    """
+
+    pos: NDArray
+    below: NDArray
+    tied: NDArray
+    total_neg: NDArray
 
 
-def _group_sums(w: NDArray, mask: NDArray, order: NDArray, starts: NDArray) -> NDArray:
-    """Per tie group sums of the weights of the studies selected by ``mask``: (R, G)."""
-    return np.add.reduceat(w[:, order] * mask[order], starts, axis=1)
+def _grouped(yt: NDArray, ys: NDArray, unit: NDArray, weights: NDArray) -> _Grouped:
+    """Grid sums for replicate weights ``weights`` (R, U) over units; ``unit`` (n,) maps each study to a unit.
+
+    Only the K distinct scores of positives matter for AUROC and AP (recall moves only there), so every array is
+    (R, K) with K <= number of positives, filled by sparse (K, U) x dense (U, R) products.
+    """
+    pos_mask = yt == 1
+    u = np.unique(ys[pos_mask])  # (K,)
+    k = u.size
+    n_units = weights.shape[1]
+    neg_scores, neg_units = ys[~pos_mask], unit[~pos_mask]
+    n_le = np.searchsorted(u, neg_scores, side="right")  # (n_neg,) positives' scores <= v
+    n_lt = np.searchsorted(u, neg_scores, side="left")  # (n_neg,) positives' scores < v
+    tie = n_le != n_lt  # v equals u[n_lt]
+
+    def sums(rows: NDArray, cols: NDArray, n_rows: int) -> NDArray:
+        m = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_rows, n_units))  # (rows, U)
+        return np.asarray((m @ weights.T).T)  # (R, rows)
+
+    pos = sums(np.searchsorted(u, ys[pos_mask]), unit[pos_mask], k)  # (R, K)
+    by_le = sums(n_le, neg_units, k + 1)  # (R, K + 1): negatives binned by how many u they reach
+    below = np.cumsum(by_le[:, :k], axis=1)  # (R, K): v < u[i]  <=>  n_le <= i
+    return _Grouped(pos=pos, below=below, tied=sums(n_lt[tie], neg_units[tie], k), total_neg=by_le.sum(axis=1))
+
+
+def _auroc_from(g: _Grouped) -> NDArray:
+    num = np.einsum("rk,rk->r", g.pos, g.below + 0.5 * g.tied)  # (R,)
+    den = g.pos.sum(axis=1) * g.total_neg  # (R,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _ap_from(g: _Grouped) -> NDArray:
+    total_pos = g.pos.sum(axis=1, keepdims=True)  # (R, 1)
+    tps = total_pos - np.cumsum(g.pos, axis=1) + g.pos  # (R, K) positives scoring >= u[i]
+    fps = g.total_neg[:, None] - g.below  # (R, K) negatives scoring >= u[i]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
+        ap = np.einsum("rk,rk->r", g.pos, precision) / total_pos[:, 0]
+    return np.where(total_pos[:, 0] > 0, ap, np.nan)
+
+
+def _threshold_from(tp: NDArray, fp: NDArray, tn: NDArray, fn: NDArray) -> dict[str, NDArray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "sensitivity": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+            "specificity": np.where(tn + fp > 0, tn / (tn + fp), np.nan),
+            "ppv": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
+            "npv": np.where(tn + fn > 0, tn / (tn + fn), np.nan),
+            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+        }
+
+
+def _confusion_counts(yt: NDArray, pred: NDArray, unit: NDArray, weights: NDArray) -> tuple[NDArray, ...]:
+    """Weighted TP, FP, TN, FN per replicate: (R, U) @ (U,) per-unit counts."""
+    n_units = weights.shape[1]
+    pos = yt == 1
+
+    def per_unit(mask: NDArray) -> NDArray:
+        return np.bincount(unit, weights=mask.astype(np.float64), minlength=n_units)  # (U,)
+
+    return tuple(weights @ per_unit(m) for m in (pred & pos, pred & ~pos, ~pred & ~pos, ~pred & pos))
 
 
 def rank_auroc(y_true: ArrayLike, y_score: ArrayLike, sample_weight: ArrayLike | None = None) -> NDArray | float:
     """Rank (Mann-Whitney) AUROC with ties counted 1/2, vectorised over rows of frequency weights.
 
-    Equals ``sklearn.metrics.roc_auc_score(y_true, y_score, sample_weight=w)`` within 1e-12 (tested), but sorts once
-    for all replicates: cost O(R * n) after one O(n log n) sort.
+    Equals ``sklearn.metrics.roc_auc_score(y_true, y_score, sample_weight=w)`` within 1e-12 (tested), but groups the
+    scores once for all replicates: O(n log n + R * n).
 
     Args:
         y_true: (n,) 0/1.
@@ -305,14 +378,7 @@ def rank_auroc(y_true: ArrayLike, y_score: ArrayLike, sample_weight: ArrayLike |
     """
     yt, ys = _check_binary(y_true, y_score)
     w, single = _as_weights(sample_weight, yt.size)
-    order, starts = _tie_groups(ys, descending=False)
-    pos = _group_sums(w, yt == 1, order, starts)  # (R, G)
-    neg = _group_sums(w, yt == 0, order, starts)  # (R, G)
-    below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score, (R, G)
-    num = np.sum(pos * (below + 0.5 * neg), axis=1)  # (R,)
-    den = pos.sum(axis=1) * neg.sum(axis=1)  # (R,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = np.where(den > 0, num / den, np.nan)
+    auc = _auroc_from(_grouped(yt, ys, np.arange(yt.size), w))
     return float(auc[0]) if single else auc
 
 
@@ -326,16 +392,7 @@ def weighted_average_precision(
     """
     yt, ys = _check_binary(y_true, y_score)
     w, single = _as_weights(sample_weight, yt.size)
-    order, starts = _tie_groups(ys, descending=True)
-    tps = np.cumsum(_group_sums(w, yt == 1, order, starts), axis=1)  # (R, G)
-    fps = np.cumsum(_group_sums(w, yt == 0, order, starts), axis=1)  # (R, G)
-    total_pos = tps[:, -1:]  # (R, 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
-        recall = np.where(total_pos > 0, tps / total_pos, np.nan)
-    d_recall = np.diff(recall, axis=1, prepend=0.0)  # (R, G)
-    ap = np.sum(d_recall * precision, axis=1)
-    ap = np.where(total_pos[:, 0] > 0, ap, np.nan)
+    ap = _ap_from(_grouped(yt, ys, np.arange(yt.size), w))
     return float(ap[0]) if single else ap
 
 
@@ -348,26 +405,34 @@ def weighted_confusion(
     """
     yt, ys = _check_binary(y_true, y_score)
     w, _ = _as_weights(sample_weight, yt.size)
-    pred = ys >= threshold
-    pos = yt == 1
-    tp = w @ (pred & pos).astype(np.float64)  # (R,)
-    fp = w @ (pred & ~pos).astype(np.float64)
-    fn = w @ (~pred & pos).astype(np.float64)
-    tn = w @ (~pred & ~pos).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = {
-            "sensitivity": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
-            "specificity": np.where(tn + fp > 0, tn / (tn + fp), np.nan),
-            "ppv": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
-            "npv": np.where(tn + fn > 0, tn / (tn + fn), np.nan),
-            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
-        }
-    return out
+    return _threshold_from(*_confusion_counts(yt, ys >= threshold, np.arange(yt.size), w))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Patient-level stratified bootstrap
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _patient_counts(patient_stratum: NDArray, *, n_boot: int, rng: np.random.Generator) -> NDArray:
+    """(R, P) draw counts: within each stratum, as many patients as it holds are drawn with replacement."""
+    counts = np.zeros((n_boot, patient_stratum.size), dtype=np.float64)  # (R, P)
+    for s in np.unique(patient_stratum):
+        members = np.flatnonzero(patient_stratum == s)
+        k = members.size
+        draws = rng.integers(0, k, size=(n_boot, k))  # (R, k) indices into members
+        flat = (draws + k * np.arange(n_boot)[:, None]).ravel()
+        counts[:, members] = np.bincount(flat, minlength=n_boot * k).reshape(n_boot, k)
+    return counts
+
+
+def _patients(patient_ids: NDArray, strata: NDArray) -> tuple[NDArray, NDArray]:
+    """Study -> patient index (n,), and each patient's stratum (P,); checks strata are constant per patient."""
+    uniq, study_to_patient = np.unique(patient_ids, return_inverse=True)
+    patient_stratum = np.empty(uniq.size, dtype=strata.dtype)
+    patient_stratum[study_to_patient] = strata
+    if np.any(patient_stratum[study_to_patient] != strata):
+        raise ValueError("`strata` differs between studies of the same patient.")
+    return study_to_patient, patient_stratum
 
 
 def patient_bootstrap_weights(
@@ -376,7 +441,8 @@ def patient_bootstrap_weights(
     """Study frequency weights for ``n_boot`` patient-level bootstrap replicates, stratified.
 
     Patients are drawn with replacement within each stratum (a stratum keeps its patient count); every study of a
-    patient drawn k times gets weight k.
+    patient drawn k times gets weight k. (:func:`bootstrap_metrics` uses the same draws per patient without
+    expanding them to studies.)
 
     Args:
         patient_ids: (n,) patient of each study.
@@ -391,19 +457,8 @@ def patient_bootstrap_weights(
     st = np.asarray(strata)
     if pid.shape != st.shape or pid.ndim != 1:
         raise ValueError(f"`patient_ids` and `strata` must both be (n,); got {pid.shape} and {st.shape}.")
-    uniq, study_to_patient = np.unique(pid, return_inverse=True)
-    patient_stratum = np.empty(uniq.size, dtype=st.dtype)
-    patient_stratum[study_to_patient] = st
-    if np.any(patient_stratum[study_to_patient] != st):
-        raise ValueError("`strata` differs between studies of the same patient.")
-    counts = np.zeros((n_boot, uniq.size), dtype=np.float64)  # (R, P)
-    for s in np.unique(patient_stratum):
-        members = np.flatnonzero(patient_stratum == s)
-        k = members.size
-        draws = rng.integers(0, k, size=(n_boot, k))  # (R, k) indices into members
-        flat = (draws + k * np.arange(n_boot)[:, None]).ravel()
-        counts[:, members] = np.bincount(flat, minlength=n_boot * k).reshape(n_boot, k)
-    return counts[:, study_to_patient]  # (R, n)
+    study_to_patient, patient_stratum = _patients(pid, st)
+    return _patient_counts(patient_stratum, n_boot=n_boot, rng=rng)[:, study_to_patient]  # (R, n)
 
 
 @dataclass
@@ -431,13 +486,11 @@ def _percentile_ci(values: NDArray, point: float, level: float) -> ConfidenceInt
     return ConfidenceInterval(value=point, lower=float(lo), upper=float(hi), n_valid=int(ok.size))
 
 
-def _ranking_replicates(yt: NDArray, ys: NDArray, w: NDArray) -> dict[str, NDArray]:
-    return {"auroc": np.atleast_1d(rank_auroc(yt, ys, w)), "auprc": np.atleast_1d(weighted_average_precision(yt, ys, w))}
-
-
-def _label_replicates(yt: NDArray, ys: NDArray, threshold: float, w: NDArray) -> dict[str, NDArray]:
-    out = _ranking_replicates(yt, ys, w)
-    out.update(weighted_confusion(yt, ys, threshold=threshold, sample_weight=w))
+def _replicates(yt: NDArray, ys: NDArray, pred: NDArray, unit: NDArray, weights: NDArray) -> dict[str, NDArray]:
+    """All seven metrics for every replicate row of ``weights`` (R, U); ``unit`` (n,) maps studies to units."""
+    g = _grouped(yt, ys, unit, weights)
+    out = {"auroc": _auroc_from(g), "auprc": _ap_from(g)}
+    out.update(_threshold_from(*_confusion_counts(yt, pred, unit, weights)))
     return out
 
 
@@ -475,7 +528,7 @@ def bootstrap_metrics(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-    chunk: int = 250,
+    chunk: int = 500,
 ) -> BootstrapResult:
     """Point estimates (scikit-learn) and patient-level stratified bootstrap CIs for every metric.
 
@@ -492,15 +545,15 @@ def bootstrap_metrics(
         n_boot: replicates (2,000 by default).
         seed: seed of ``numpy.random.default_rng``.
         level: interval level.
-        chunk: replicates evaluated at once (bounds memory to about chunk * N * C * 8 bytes).
+        chunk: replicates evaluated at once (bounds memory to about chunk * N * 8 bytes per array).
     """
     yt = np.asarray(y_true, dtype=np.float64)
     ys = np.asarray(y_score, dtype=np.float64)
     th = np.asarray(thresholds, dtype=np.float64).ravel()
     pid = np.asarray(patient_ids).astype(str)
-    n, c = yt.shape if yt.ndim == 2 else (0, 0)
     if yt.ndim != 2 or ys.shape != yt.shape:
         raise ValueError(f"`y_true` and `y_score` must both be (N, C); got {yt.shape} and {ys.shape}.")
+    n, c = yt.shape
     if th.shape != (c,) or len(labels) != c or pid.shape != (n,):
         raise ValueError(
             f"`thresholds` must be ({c},), `labels` {c} names and `patient_ids` ({n},); "
@@ -510,72 +563,58 @@ def bootstrap_metrics(
     known = ~np.isnan(yt)  # (N, C)
     result = BootstrapResult(n_boot=n_boot, level=level)
 
+    def run(unit: NDArray, stratum: NDArray, series: list[tuple[NDArray, NDArray, NDArray, NDArray]]
+            ) -> list[dict[str, NDArray]]:
+        """Replicates of each (yt, ys, pred, rows) series under one shared patient resample."""
+        reps: list[dict[str, list[NDArray]]] = [{k: [] for k in METRIC_NAMES} for _ in series]
+        for start in range(0, n_boot, chunk):
+            counts = _patient_counts(stratum, n_boot=min(chunk, n_boot - start), rng=rng)  # (r, P)
+            for acc, (y_s, s_s, p_s, rows) in zip(reps, series):
+                for k, v in _replicates(y_s, s_s, p_s, unit[rows], counts).items():
+                    acc[k].append(v)
+        return [{k: np.concatenate(v) for k, v in acc.items()} for acc in reps]
+
     # Per label: stratified by whether the patient has a positive for this label.
     for j, name in enumerate(labels):
         rows = np.flatnonzero(known[:, j])
-        ytj, ysj, pj = yt[rows, j].astype(np.int64), ys[rows, j], pid[rows]
+        ytj, ysj = yt[rows, j].astype(np.int64), ys[rows, j]
+        unit, stratum = _patients(pid[rows], np.isin(pid[rows], pid[rows][ytj == 1]))
         point = _point_metrics(ytj, ysj, th[j])
-        pos_patients = np.unique(pj[ytj == 1])
-        strata = np.isin(pj, pos_patients)
-        reps: dict[str, list[NDArray]] = {k: [] for k in METRIC_NAMES}
-        for start in range(0, n_boot, chunk):
-            r = min(chunk, n_boot - start)
-            w = patient_bootstrap_weights(pj, strata, n_boot=r, rng=rng)  # (r, n_j)
-            for k, v in _label_replicates(ytj, ysj, th[j], w).items():
-                reps[k].append(v)
-        result.per_label[name] = {
-            k: _percentile_ci(np.concatenate(reps[k]), point[k], level) for k in METRIC_NAMES
-        }
+        (reps,) = run(unit, stratum, [(ytj, ysj, ysj >= th[j], np.arange(rows.size))])
+        result.per_label[name] = {k: _percentile_ci(reps[k], point[k], level) for k in METRIC_NAMES}
 
-    # Macro / micro: one joint resample, stratified by "any positive".
-    any_pos_patients = np.unique(pid[np.nansum(yt, axis=1) > 0])
-    strata_all = np.isin(pid, any_pos_patients)
-    flat_known = known.ravel()  # row-major (N, C) -> N*C
-    yt_flat = yt.ravel()[flat_known].astype(np.int64)
-    ys_flat = ys.ravel()[flat_known]
-    th_flat = np.broadcast_to(th, (n, c)).ravel()[flat_known]
-    micro_point = _point_metrics_micro(yt_flat, ys_flat, th_flat)
+    # Macro / micro: one joint resample of all patients, stratified by "any positive".
+    unit_all, stratum_all = _patients(pid, np.isin(pid, pid[np.nansum(yt, axis=1) > 0]))
+    series = []
+    for j in range(c):
+        rows = np.flatnonzero(known[:, j])
+        series.append((yt[rows, j].astype(np.int64), ys[rows, j], ys[rows, j] >= th[j], rows))
+    flat_rows, flat_cols = np.nonzero(known)  # all known (study, label) pairs
+    yt_flat = yt[flat_rows, flat_cols].astype(np.int64)
+    ys_flat = ys[flat_rows, flat_cols]
+    pred_flat = ys_flat >= th[flat_cols]
+    series.append((yt_flat, ys_flat, pred_flat, flat_rows))
+    *per_label_reps, micro_reps = run(unit_all, stratum_all, series)
     macro_point = {
         k: float(np.nanmean([result.per_label[name][k].value for name in labels]))
         if any(math.isfinite(result.per_label[name][k].value) for name in labels) else math.nan
         for k in METRIC_NAMES
     }
-    macro_reps: dict[str, list[NDArray]] = {k: [] for k in METRIC_NAMES}
-    micro_reps: dict[str, list[NDArray]] = {k: [] for k in METRIC_NAMES}
-    for start in range(0, n_boot, chunk):
-        r = min(chunk, n_boot - start)
-        w = patient_bootstrap_weights(pid, strata_all, n_boot=r, rng=rng)  # (r, N)
-        per_label = []
-        for j in range(c):
-            rows = known[:, j]
-            per_label.append(_label_replicates(yt[rows, j].astype(np.int64), ys[rows, j], th[j], w[:, rows]))
-        for k in METRIC_NAMES:
-            stack = np.stack([pl[k] for pl in per_label], axis=0)  # (C, r)
-            with np.errstate(invalid="ignore"):
-                valid = np.isfinite(stack)
-                cnt = valid.sum(axis=0)
-                macro_reps[k].append(np.where(cnt > 0, np.where(valid, stack, 0).sum(axis=0) / np.maximum(cnt, 1),
-                                              np.nan))
-        w_flat = np.repeat(w, c, axis=1)[:, flat_known]  # (r, N*C) known pairs only
-        micro = _ranking_replicates(yt_flat, ys_flat, w_flat)
-        micro.update(_micro_confusion(yt_flat, ys_flat, th_flat, w_flat))
-        for k in METRIC_NAMES:
-            micro_reps[k].append(micro[k])
-    result.macro = {k: _percentile_ci(np.concatenate(macro_reps[k]), macro_point[k], level) for k in METRIC_NAMES}
-    result.micro = {k: _percentile_ci(np.concatenate(micro_reps[k]), micro_point[k], level) for k in METRIC_NAMES}
+    micro_point = _point_metrics_micro(yt_flat, ys_flat, pred_flat)
+    for k in METRIC_NAMES:
+        stack = np.stack([r[k] for r in per_label_reps], axis=0)  # (C, R)
+        valid = np.isfinite(stack)
+        cnt = valid.sum(axis=0)
+        macro = np.where(cnt > 0, np.where(valid, stack, 0.0).sum(axis=0) / np.maximum(cnt, 1), np.nan)  # (R,)
+        result.macro[k] = _percentile_ci(macro, macro_point[k], level)
+        result.micro[k] = _percentile_ci(micro_reps[k], micro_point[k], level)
     return result
 
 
-def _micro_confusion(yt: NDArray, ys: NDArray, th: NDArray, w: NDArray) -> dict[str, NDArray]:
-    """Threshold metrics on pooled (study, label) pairs, each pair at its own label's threshold."""
-    return weighted_confusion(yt, ys - th, threshold=0.0, sample_weight=w)
-
-
-def _point_metrics_micro(yt: NDArray, ys: NDArray, th: NDArray) -> dict[str, float]:
+def _point_metrics_micro(yt: NDArray, ys: NDArray, pred: NDArray) -> dict[str, float]:
     """Micro point estimates: pooled AUROC / AP with scikit-learn, pooled confusion at per-label thresholds."""
     both = 0 < yt.sum() < yt.size
-    pred = (ys >= th).astype(np.int64)
-    tn, fp, fn, tp = (int(v) for v in confusion_matrix(yt, pred, labels=[0, 1]).ravel())
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(yt, pred.astype(np.int64), labels=[0, 1]).ravel())
     return {
         "auroc": float(roc_auc_score(yt, ys)) if both else math.nan,
         "auprc": float(average_precision_score(yt, ys)) if yt.sum() > 0 else math.nan,
@@ -583,7 +622,7 @@ def _point_metrics_micro(yt: NDArray, ys: NDArray, th: NDArray) -> dict[str, flo
         "specificity": _ratio(tn, tn + fp),
         "ppv": _ratio(tp, tp + fp),
         "npv": _ratio(tn, tn + fn),
-        "f1": float(f1_score(yt, pred, zero_division=np.nan)) if yt.size else math.nan,
+        "f1": float(f1_score(yt, pred.astype(np.int64), zero_division=np.nan)) if yt.size else math.nan,
     }
 
 
