@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -610,7 +611,9 @@ def build_report(
     from clinmm.report._runner import run_split  # heavy imports (torch) only here
 
     out = Path(out)
+    t0 = time.perf_counter()
     data = run_split(model_dir, manifest, split=split, compare=tuple(Path(p) for p in compare), device=device)
+    t1 = time.perf_counter()
     report = compute_validation_report(
         labels=data.labels, y_true=data.y_true, y_score=data.y_score, thresholds=data.thresholds,
         patient_ids=data.patient_ids, y_score_uncalibrated=data.y_score_uncalibrated, subgroups=data.subgroups,
@@ -621,12 +624,15 @@ def build_report(
     errors = select_confident_errors(y_true=data.y_true, y_score=data.y_score, thresholds=data.thresholds,
                                      labels=data.labels)
     report.failure_cases = [data.failure_case(i, j, kind) for i, j, kind, _ in errors]
-    from clinmm.report.render import render_html, print_pdf
+    t2 = time.perf_counter()
+    from clinmm.report.render import print_pdf, render_html
 
     out.parent.mkdir(parents=True, exist_ok=True)
     render_html(report, out)
     report.save_json(out.with_suffix(".json"))
+    t3 = time.perf_counter()
     if pdf:
         print_pdf(out, out.with_suffix(".pdf"))
-    logger.info("validation report written to %s", out)
+    logger.info("validation report written to %s: inference %.1fs, statistics + gallery %.1fs, render %.1fs%s", out,
+                t1 - t0, t2 - t1, t3 - t2, f", pdf {time.perf_counter() - t3:.1f}s" if pdf else "")
     return out
