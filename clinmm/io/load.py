@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from clinmm.errors import IngestError
-from clinmm.io.dicom import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodedImage, read_dicom, read_header
+from clinmm.io.dicom import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    pydicom_quiet,
+    read_dicom,
+    read_header,
+)
 from clinmm.io.keys import study_key
 from clinmm.io.provenance import versions
 from clinmm.io.series import SeriesHeader, check_series, choose_series, sort_slices
@@ -52,6 +59,11 @@ def _ordered_unique(items: list[str]) -> list[str]:
 
 
 def _header(path: Path, *, max_file_bytes: int) -> SeriesHeader:
+    with pydicom_quiet():  # value conversion below may warn, quoting values
+        return _header_fields(path, max_file_bytes=max_file_bytes)
+
+
+def _header_fields(path: Path, *, max_file_bytes: int) -> SeriesHeader:
     from clinmm.io.dicom import _float_list  # shared parsing helper
 
     ds = read_header(path, max_file_bytes=max_file_bytes, stop_before_pixels=True)
