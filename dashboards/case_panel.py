@@ -43,23 +43,29 @@ def image_panel(volume: Any, result: CaseResult, *, key: str) -> None:
     if n_slices > 1:
         index = st.slider("Slice", 0, n_slices - 1, int(result.heat_slice or n_slices // 2), key=f"{key}_slice")
     presets = window_presets(pixels, volume.modality, volume.meta)
-    names = [p.name for p in presets]
-    preset = presets[names.index(st.selectbox("Window preset", names, key=f"{key}_preset"))]
-    lo, hi = float(pixels.min()), float(pixels.max())
-    span = max(hi - lo, 1e-3)
-    c1, c2 = st.columns(2)
-    center = c1.slider("Level (centre)", lo - span, hi + span, float(preset.center), key=f"{key}_center_{preset.name}")
-    width = c2.slider("Width", span / 1000, 4 * span, float(min(max(preset.width, span / 1000), 4 * span)),
-                      key=f"{key}_width_{preset.name}")
-    gray = apply_window(pixels[index], center=center, width=width)  # (H, W) uint8
+    voi = "DICOM window (from the header)"
+    names = [voi, *(p.name for p in presets)]
+    choice = st.selectbox("Window preset", names, key=f"{key}_preset")
+    if choice == voi:
+        gray = (np.clip(np.asarray(volume.display[index]), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)  # (H, W)
+    else:
+        preset = presets[names.index(choice) - 1]
+        lo, hi = float(pixels.min()), float(pixels.max())
+        span = max(hi - lo, 1e-3)
+        c1, c2 = st.columns(2)
+        center = c1.slider("Level (centre)", lo - span, hi + span, float(np.clip(preset.center, lo - span, hi + span)),
+                           key=f"{key}_center_{choice}")
+        width = c2.slider("Width", span / 1000, 4 * span, float(np.clip(preset.width, span / 1000, 4 * span)),
+                          key=f"{key}_width_{choice}")
+        gray = apply_window(pixels[index], center=center, width=width)  # (H, W) uint8
     h1, h2, h3 = st.columns([1, 2, 2])
     show = h1.toggle("Heatmap", key=f"{key}_heat_on", disabled=not result.heatmaps)
     label = h2.selectbox("Heatmap finding", result.labels, key=f"{key}_heat_label", disabled=not show)
     opacity = h3.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}_opacity", disabled=not show)
     caption = f"{volume.modality} · {pixels.shape[1]}×{pixels.shape[2]} px · slice {index + 1}/{n_slices}"
     if show and label in result.heatmaps and index == result.heat_slice:
-        st.image(overlay_heatmap(gray, result.heatmaps[label], opacity=opacity), caption=f"{caption} · {label}",
-                 width="stretch")
+        st.image(overlay_heatmap(gray, result.heatmaps[label], opacity=opacity),
+                 caption=f"{caption} · heatmap: {label}", width="stretch")
         st.image(legend_png(label=f"attention density, fixed scale (0 = none, 1 = ≥ 8× uniform) — {label}"))
     else:
         st.image(gray, caption=caption, width="stretch", clamp=True)
@@ -86,7 +92,8 @@ def probability_panel(result: CaseResult) -> None:
                               "note": [v[1] for v in result.modality_share.values()]})
         st.caption("Modality contribution (share of each finding's attention on image vs note tokens)")
         st.bar_chart(share, x="finding", y=["image", "note"], horizontal=True, stack="normalize",
-                     color=["#0072B2", "#E69F00"], height=60 + 28 * len(share))
+                     color=["#0072B2", "#E69F00"], height=90 + 36 * len(share), x_label="share of attention",
+                     y_label="", sort=False)
     st.caption(f"Source: {'live model' if result.source == 'live' else 'stored scoring output'}")
 
 

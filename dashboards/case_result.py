@@ -83,14 +83,22 @@ class CaseResult:
 def stored_result(row: dict[str, Any], labels: Sequence[str], thresholds: dict[str, float] | None = None) -> CaseResult:
     """A :class:`CaseResult` from a predictions row (no explanations)."""
     thresholds = thresholds or {}
-    probs = np.array([float(row.get(f"prob_{l}", np.nan)) for l in labels], dtype=np.float32)
-    decisions = np.array([int(row.get(f"decision_{l}", 0) or 0) for l in labels], dtype=np.int64)
+    probs = np.array([_number(row.get(f"prob_{l}")) for l in labels], dtype=np.float32)
+    decisions = np.array([int(np.nan_to_num(_number(row.get(f"decision_{l}")), nan=0.0)) for l in labels],
+                         dtype=np.int64)
     return CaseResult(
         labels=list(labels), probs=probs, decisions=decisions,
         thresholds=np.array([thresholds.get(l, np.nan) for l in labels], dtype=np.float32),
         image_present=bool(row.get("image_present", True)), note_present=bool(row.get("note_present", True)),
         source="stored", image_status=str(row.get("status", "ok")), model_sha256=str(row.get("model_sha256", "")),
     )
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") -> CaseResult:

@@ -37,19 +37,17 @@ class WindowPreset:
 
 
 def window_presets(pixels: np.ndarray, modality: str, meta: dict | None = None) -> list[WindowPreset]:
-    """Presets for a study: the header's VOI window (if any), the full range, and CT presets for CT.
+    """Window presets on modality values: robust auto range, full range, and the usual CT windows for CT.
 
     Args:
-        pixels: (S, H, W) or (H, W) modality values.
+        pixels: (S, H, W) or (H, W) modality values (higher = brighter).
         modality: DICOM modality.
-        meta: de-identified meta with ``WindowCenter`` / ``WindowWidth`` when the header had them.
+        meta: de-identified meta (unused today; kept for modality-specific presets).
     """
     lo, hi = np.percentile(pixels, [0.5, 99.5]) if pixels.size else (0.0, 1.0)
+    # The header's own VOI window is applied by ingestion (``ImageVolume.display``, MONOCHROME1 handled there);
+    # the pages offer it as the first choice, these presets work on the modality values.
     presets = []
-    meta = meta or {}
-    center, width = meta.get("WindowCenter"), meta.get("WindowWidth")
-    if isinstance(center, (int, float)) and isinstance(width, (int, float)) and width > 0:
-        presets.append(WindowPreset("Header window", float(center), float(width)))
     presets.append(WindowPreset("Auto (0.5–99.5 %)", float((lo + hi) / 2), float(max(hi - lo, 1e-6))))
     presets.append(WindowPreset("Full range", float((pixels.min() + pixels.max()) / 2) if pixels.size else 0.5,
                                 float(max(np.ptp(pixels) if pixels.size else 1.0, 1e-6))))
