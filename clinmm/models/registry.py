@@ -89,6 +89,14 @@ register_backbone(BackboneSpec(
         bn_size=4)),
     features=_densenet_features, out_channels=216, head_prefixes=("class_layers.",),
 ))
+# About 5× cheaper than densenet_small (0.14 vs 0.64 GFLOP forward+backward per 128 px image): the CPU demo's backbone.
+register_backbone(BackboneSpec(
+    name="densenet_tiny",
+    build=lambda dims, cin, size: _drop_densenet_head(nets.DenseNet(
+        spatial_dims=dims, in_channels=cin, out_channels=1, init_features=16, growth_rate=12, block_config=(3, 6, 6),
+        bn_size=2)),
+    features=_densenet_features, out_channels=121, head_prefixes=("class_layers.",),
+))
 
 
 # ----------------------------------------------------------------------------------------------------- ResNet
