@@ -21,7 +21,7 @@ import numpy as np
 from clinmm.errors import ManifestError
 from clinmm.report.validation import FailureCase, _thumbnail_png
 
-__all__ = ["SplitData", "run_split", "scrub_note"]
+__all__ = ["SplitData", "ThreeWay", "predict_three_ways", "run_split", "scrub_note"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,59 @@ class SplitData:
         )
 
 
+@dataclass
+class ThreeWay:
+    """Fused, note-removed and image-removed predictions of one model (arrays (N, C); presence flags (N,))."""
+
+    logits: np.ndarray
+    probs: np.ndarray
+    probs_image_only: np.ndarray
+    probs_text_only: np.ndarray
+    image_present: np.ndarray
+    text_present: np.ndarray
+
+
+def predict_three_ways(predictor: Any, samples: Sequence[Any], *, batch_size: int = 32) -> ThreeWay:
+    """Run the fused model once per batch and its fusion head three times (all inputs / note masked / image masked).
+
+    Same result as ``Predictor.predict`` with ``drop_text`` / ``drop_image`` (tested), but the image and text
+    encoders run once instead of three times. Falls back to three ``Predictor.predict`` calls for single-modality
+    models.
+    """
+    import torch
+
+    from clinmm.inference import autocast_for
+
+    model = predictor.loaded.model
+    if model.image_encoder is None or model.text_encoder is None:
+        runs = [predictor.predict(samples, batch_size=batch_size, **kw)
+                for kw in ({}, {"drop_text": True}, {"drop_image": True})]
+        stack = [np.stack([p.probs for p in r]).astype(np.float64) for r in runs]
+        return ThreeWay(logits=np.stack([p.logits for p in runs[0]]).astype(np.float64), probs=stack[0],
+                        probs_image_only=stack[1], probs_text_only=stack[2],
+                        image_present=np.array([p.image_present for p in runs[0]]),
+                        text_present=np.array([p.text_present for p in runs[0]]))
+    device = predictor.loaded.device
+    logits: list[np.ndarray] = [[], [], []]  # type: ignore[list-item]
+    img_flags, txt_flags = [], []
+    with torch.inference_mode(), autocast_for(device):
+        for start in range(0, len(samples), batch_size):
+            inputs = predictor.collate(samples[start : start + batch_size]).inputs.to(device)
+            img, img_mask, _ = model.forward_image(inputs.image, inputs.image_present)  # (B, Ni, D), (B, Ni)
+            txt, txt_mask, _ = model.forward_text(inputs)  # (B, K*L, D), (B, K*L)
+            txt_mask = txt_mask & inputs.text_present[:, None]
+            for k, (im, tm) in enumerate(((img_mask, txt_mask), (img_mask, torch.zeros_like(txt_mask)),
+                                          (torch.zeros_like(img_mask), txt_mask))):
+                logits[k].append(model.fusion(img, im, txt, tm).logits.float().cpu().numpy())  # (B, C)
+            img_flags.append(inputs.image_present.cpu().numpy())
+            txt_flags.append(inputs.text_present.cpu().numpy())
+    raw = [np.concatenate(chunks).astype(np.float64) for chunks in logits]
+    probs = [predictor.calibrate(r)[0].astype(np.float64) for r in raw]
+    return ThreeWay(logits=raw[0], probs=probs[0], probs_image_only=probs[1], probs_text_only=probs[2],
+                    image_present=np.concatenate(img_flags).astype(bool),
+                    text_present=np.concatenate(txt_flags).astype(bool))
+
+
 def _modality(image: bool, text: bool) -> str:
     return {(True, True): "both", (True, False): "image_only", (False, True): "note_only"}.get((image, text), "none")
 
@@ -137,15 +190,9 @@ def run_split(model_dir: str | Path, manifest: str | Path, *, split: str, compar
     samples = [samples[i] for i in usable]
     records = [records[i] for i in usable]
 
-    fused = predictor.predict(samples, batch_size=batch_size)
-    image_only = predictor.predict(samples, batch_size=batch_size, drop_text=True)
-    text_only = predictor.predict(samples, batch_size=batch_size, drop_image=True)
-    y_score = np.stack([p.probs for p in fused]).astype(np.float64)  # (N, C)
-    logits = np.stack([p.logits for p in fused]).astype(np.float64)  # (N, C)
-    comparators = {
-        "image_only": np.stack([p.probs for p in image_only]).astype(np.float64),
-        "text_only": np.stack([p.probs for p in text_only]).astype(np.float64),
-    }
+    three = predict_three_ways(predictor, samples, batch_size=batch_size)
+    y_score, logits = three.probs, three.logits
+    comparators = {"image_only": three.probs_image_only, "text_only": three.probs_text_only}
     descriptions = {
         "image_only": "the same fused checkpoint with every note removed (missing-modality inference)",
         "text_only": "the same fused checkpoint with every image removed (missing-modality inference)",
@@ -178,7 +225,7 @@ def run_split(model_dir: str | Path, manifest: str | Path, *, split: str, compar
         y_score_uncalibrated=1.0 / (1.0 + np.exp(-logits)),
         thresholds=np.asarray(loaded.thresholds, dtype=np.float64),
         patient_ids=np.array([r.patient_id for r in records]),
-        modality=np.array([_modality(p.image_present, p.text_present) for p in fused]),
+        modality=np.array([_modality(i, t) for i, t in zip(three.image_present, three.text_present)]),
         subgroups=subgroups,
         comparators=comparators,
         comparator_descriptions=descriptions,
