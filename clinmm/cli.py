@@ -131,6 +131,7 @@ def report(
     compare: Annotated[Optional[list[Path]], typer.Option(help="Other checkpoints to compare (DeLong).")] = None,
     pdf: Annotated[bool, typer.Option(help="Also print a PDF through headless Chromium.")] = False,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+    faithfulness: Annotated[Optional[Path], typer.Option(help="Faithfulness JSON (evaluate_faithfulness).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Write a self-contained HTML validation report for a checkpoint on a labelled split."""
@@ -140,7 +141,7 @@ def report(
 
     try:
         path = build_report(model, manifest, split=split, out=out, compare=tuple(compare or ()), pdf=pdf,
-                            n_boot=n_boot)
+                            n_boot=n_boot, faithfulness=faithfulness)
     except ClinmmError as err:
         _fail(str(err))
     typer.echo(str(path))

@@ -589,7 +589,7 @@ def build_report(
     n_boot: int = 2000,
     seed: int = 0,
     device: str = "cpu",
-    faithfulness: Mapping[str, Any] | None = None,
+    faithfulness: Mapping[str, Any] | str | Path | None = None,
 ) -> Path:
     """Run a checkpoint over a manifest split and write the self-contained HTML report (and a JSON beside it).
 
@@ -603,7 +603,8 @@ def build_report(
         n_boot: bootstrap replicates.
         seed: bootstrap seed.
         device: torch device for inference.
-        faithfulness: explanation faithfulness summary, if computed elsewhere.
+        faithfulness: explanation faithfulness summary (the dict of
+            :func:`clinmm.explain.faithfulness.evaluate_faithfulness`, or a JSON file holding it), if computed.
 
     Returns:
         The HTML path.
@@ -611,6 +612,13 @@ def build_report(
     from clinmm.report._runner import run_split  # heavy imports (torch) only here
 
     out = Path(out)
+    if faithfulness is not None and not isinstance(faithfulness, Mapping):
+        from clinmm.errors import ClinmmError
+
+        try:
+            faithfulness = json.loads(Path(faithfulness).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ClinmmError(f"{faithfulness}: cannot read the faithfulness JSON: {err}") from err
     t0 = time.perf_counter()
     data = run_split(model_dir, manifest, split=split, compare=tuple(Path(p) for p in compare), device=device)
     t1 = time.perf_counter()
