@@ -41,8 +41,8 @@ class LesionParams:
 
     nodule_area: tuple[float, float] = (0.02, 0.04)
     consolidation_area: tuple[float, float] = (0.04, 0.09)
-    nodule_contrast: tuple[float, float] = (0.0, 0.075)
-    consolidation_contrast: tuple[float, float] = (0.0, 0.06)
+    nodule_contrast: tuple[float, float] = (0.08, 0.16)
+    consolidation_contrast: tuple[float, float] = (0.04, 0.09)
     ct_scale: float = 3000.0
 
 
@@ -163,8 +163,10 @@ def render_radiograph(
     dy, dx = rng.normal(0.0, 0.02, size=2)
     lung_h, lung_w = rng.uniform(0.27, 0.33), rng.uniform(0.12, 0.15)
     body = _ellipse(y, x, 0.58 + dy, 0.5 + dx, 0.62, rng.uniform(0.44, 0.5), 0.03)
-    right = _ellipse(y, x, 0.45 + dy, 0.3 + dx, lung_h, lung_w, 0.06)
-    left = _ellipse(y, x, 0.46 + dy, 0.7 + dx, lung_h * 0.95, lung_w * 0.95, 0.06)
+    # Lungs narrow towards the apices and widen towards the bases.
+    taper = np.clip(0.65 + 0.55 * (y - (0.45 + dy - lung_h)) / (2 * lung_h), 0.65, 1.2)
+    right = _ellipse(y, x, 0.45 + dy, 0.3 + dx, lung_h, lung_w * taper, 0.06)
+    left = _ellipse(y, x, 0.46 + dy, 0.7 + dx, lung_h * 0.95, lung_w * 0.95 * taper, 0.06)
     heart = _ellipse(y, x, 0.63 + dy, 0.56 + dx, 0.14, rng.uniform(0.14, 0.19), 0.1)
     lungs = np.clip(right + left, 0.0, 1.0)
     img = 0.03 + 0.55 * body - 0.33 * lungs + 0.16 * heart * body
