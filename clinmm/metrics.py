@@ -206,7 +206,7 @@ def calibration_slope_intercept(y_true: ArrayLike, y_prob: ArrayLike) -> tuple[f
     """Calibration slope and calibration intercept (calibration-in-the-large), both on the logit scale.
 
     slope: coefficient ``b`` of the unpenalised logistic fit ``logit P(y=1) = a + b * logit(p)`` (scikit-learn
-    ``LogisticRegression(C=inf)``, i.e. unpenalised). intercept: ``a`` in ``logit P(y=1) = a + logit(p)`` (slope fixed at 1,
+    ``LogisticRegression(C=inf)``). intercept: ``a`` in ``logit P(y=1) = a + logit(p)`` (slope fixed at 1,
     i.e. ``logit(p)`` as an offset), which scikit-learn cannot fit; solved here as a 1-D root (the score equation
     ``sum(y - expit(a + logit p)) = 0``). Ideal: slope 1, intercept 0. Equal to R ``glm`` (tested).
     """

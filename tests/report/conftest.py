@@ -42,8 +42,9 @@ def toy_arrays(n: int = 240, seed: int = 0) -> dict:
 @pytest.fixture(scope="session")
 def toy_report():
     arrays = toy_arrays()
+    thumb = _thumbnail_png(np.outer(np.linspace(0, 1, 64), np.ones(48)))
     failures = [FailureCase(study="s-001", label="fever", kind="false_positive", score=0.97, threshold=0.35,
-                            truth=0, modality="both", thumbnail_png=_thumbnail_png(np.outer(np.linspace(0, 1, 64), np.ones(48))),
+                            truth=0, modality="both", thumbnail_png=thumb,
                             note_snippet="<script>alert(1)</script> Fever 39.2 [DATE]")]
     return compute_validation_report(**arrays, failure_cases=failures,
                                      faithfulness={"image": {"deletion_auc": 0.21, "random_deletion_auc": 0.35}},
