@@ -71,6 +71,8 @@ def predictor_error(folder: Path | None) -> str | None:
     """Why the live model cannot be used (None when it can)."""
     if folder is None:
         return "no checkpoint given (start with --model DIR)"
+    if not (Path(folder) / "model.safetensors").is_file():  # checked before importing torch (slow to import)
+        return f"{folder} has no model.safetensors"
     try:
         import clinmm.inference  # noqa: F401
     except ImportError as err:
