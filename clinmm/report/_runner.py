@@ -8,6 +8,7 @@ checkpoint. Heavy imports (torch) live here so that :mod:`clinmm.report.validati
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import Counter
@@ -184,6 +185,8 @@ def run_split(model_dir: str | Path, manifest: str | Path, *, split: str, compar
         "studies per split (manifest)": ", ".join(f"{k}: {v}" for k, v in
                                                   sorted(Counter(r.split for r in man.records).items())),
         "patients (split)": len({r.patient_id for r in records}),
+        "patients of this split also in other splits": len({r.patient_id for r in records}
+                                                           & {r.patient_id for r in man.records if r.split != split}),
         "manifest": Path(manifest).name,
         "checkpoint sha256": loaded.sha256[:16],
     }
@@ -214,6 +217,12 @@ def run_split(model_dir: str | Path, manifest: str | Path, *, split: str, compar
             subgroups[col] = np.array([r.extra.get(col, "") for r in records])
     limitations = []
     card = dict(loaded.model_card)
+    versions = Path(loaded.path) / "versions.json"
+    if versions.is_file():
+        try:
+            card["software_versions"] = json.loads(versions.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            logger.warning("%s: not valid JSON; software versions left out of the report", versions)
     if card.get("limitations"):
         lim = card["limitations"]
         limitations.extend(lim if isinstance(lim, list) else [str(lim)])

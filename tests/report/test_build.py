@@ -63,6 +63,8 @@ def test_cli_report_end_to_end(data_and_checkpoint, tmp_path):
     assert data["labels"] == LABELS and data["n_boot"] == 50
     assert data["ingestion_flow"]["split_studies"] == 60
     assert data["ingestion_flow"]["included"] == data["n_studies"]
+    assert data["ingestion_flow"]["patients of this split also in other splits"] == 0
+    assert "torch" in json.dumps(data["model_card"]["software_versions"])
     assert set(data["comparators"]) == {"image_only", "text_only"}
     assert "missing-modality" in data["comparators"]["image_only"]
     groups = {g["group"]: g["n_studies"] for g in data["by_modality"]}
