@@ -56,6 +56,7 @@ DISPLAY_FIELDS: tuple[str, ...] = (
 )
 
 _RULES: dict | None = None
+_DISPLAY_RULES: dict | None = None
 
 
 def _rules() -> dict:
@@ -66,6 +67,29 @@ def _rules() -> dict:
 
         _RULES = initialize_actions()
     return dict(_RULES)
+
+
+def _display_rules() -> dict:
+    """The same profile restricted to the rules that can match a :data:`DISPLAY_FIELDS` tag.
+
+    Every other rule is a no-op on a dataset that holds only those fields (their actions act on a tag that is
+    absent), so the result is identical while skipping ~600 look-ups per file (inspect throughput).
+    """
+    global _DISPLAY_RULES
+    if _DISPLAY_RULES is None:
+        from pydicom.datadict import tag_for_keyword
+
+        tags = [tag_for_keyword(k) for k in DISPLAY_FIELDS]
+        pairs = {(t >> 16, t & 0xFFFF) for t in tags if t is not None}
+        keep = {}
+        for rule, action in _rules().items():
+            if len(rule) == 2 and tuple(rule) in pairs:
+                keep[rule] = action
+            elif len(rule) == 4 and any(g & rule[2] == rule[0] & rule[2] and e & rule[3] == rule[1] & rule[3]
+                                        for g, e in pairs):
+                keep[rule] = action
+        _DISPLAY_RULES = keep
+    return dict(_DISPLAY_RULES)
 
 
 def deidentify_dataset(ds: Dataset, *, keep_pixels: bool = True) -> Dataset:
@@ -126,7 +150,7 @@ def deidentified_meta(ds: Dataset) -> dict[str, str | float | int]:
     from dicomanonymizer.simpledicomanonymizer import anonymize_dataset
 
     try:
-        anonymize_dataset(small, delete_private_tags=True, base_rules_gen=_rules)
+        anonymize_dataset(small, delete_private_tags=True, base_rules_gen=_display_rules)
     except Exception as err:  # never export un-processed fields
         logger.warning("de-identification failed (%s); no display fields kept", type(err).__name__)
         return {}

@@ -458,7 +458,7 @@ def _voi_display(values: np.ndarray, fds: Dataset) -> tuple[np.ndarray | None, s
     function = str(fds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     win.VOILUTFunction = function
     try:
-        out = apply_windowing(values.astype(np.float64), win, 0)
+        out = apply_windowing(values, win, 0)  # copies to float64 itself
     except (ValueError, NotImplementedError):
         return None, "invalid_window"
     return np.clip(out / 65535.0, 0.0, 1.0), f"voi_window_{function.lower()}"
@@ -510,8 +510,8 @@ def decode_dataset(ds: Dataset, *, path: str = "") -> DecodedImage:
             display = np.clip(pixels / float(2**depth - 1), 0.0, 1.0)
             voi_applied = True
         else:
-            pixels = np.empty(arr.shape, dtype=np.float64)  # (F, H, W)
-            display = np.empty(arr.shape, dtype=np.float64)
+            pixels = np.empty(arr.shape, dtype=np.float32)  # (F, H, W)
+            display = np.empty(arr.shape, dtype=np.float32)
             kinds: set[str] = set()
             for i in range(arr.shape[0]):
                 fds = frame_dataset(ds, i)
@@ -566,8 +566,8 @@ def decode_dataset(ds: Dataset, *, path: str = "") -> DecodedImage:
     from clinmm.io.deid import deidentified_meta  # local: deid imports this module's constants
 
     return DecodedImage(
-        pixels=pixels.astype(np.float32),
-        display=display.astype(np.float32),
+        pixels=pixels.astype(np.float32, copy=False),
+        display=display.astype(np.float32, copy=False),
         voi_applied=voi_applied,
         transforms=transforms,
         modality=str(ds.get("Modality", "") or ""),
