@@ -37,7 +37,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
 from clinmm.errors import IngestError
@@ -54,6 +54,7 @@ __all__ = [
     "frame_dataset",
     "luma_bt601",
     "pydicom_quiet",
+    "window_display",
 ]
 
 logger = logging.getLogger(__name__)
@@ -448,20 +449,34 @@ def _voi_display(values: np.ndarray, fds: Dataset) -> tuple[np.ndarray | None, s
     width = _first_float(fds.get("WindowWidth", None))
     if center is None or width is None:
         return None, "no_voi"
-    # apply_windowing's output range follows BitsStored / rescale; a neutral 16-bit unsigned frame makes it 0..65535.
-    win = Dataset()
-    win.PhotometricInterpretation = "MONOCHROME2"
-    win.BitsStored = 16
-    win.PixelRepresentation = 0
-    win.WindowCenter = center
-    win.WindowWidth = width
     function = str(fds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    win.VOILUTFunction = function
-    try:
-        out = apply_windowing(values, win, 0)  # copies to float64 itself
-    except (ValueError, NotImplementedError):
+    shown = window_display(values, center, width, function)
+    if shown is None:
         return None, "invalid_window"
-    return np.clip(out / 65535.0, 0.0, 1.0), f"voi_window_{function.lower()}"
+    return shown, f"voi_window_{function.lower()}"
+
+
+def window_display(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray | None:
+    """PS3.3 C.11.2.1.2 / C.11.2.1.3 windowing of modality values straight to [0, 1] (None: invalid window).
+
+    Same result as ``pydicom.pixels.apply_windowing`` scaled to [0, 1] (tests check it against pydicom for all three
+    functions), written as one clipped affine map: pydicom's boolean-mask version costs ~9 ms per 512×512 frame,
+    ten times the rest of the pipeline, which matters for ``clinmm inspect`` throughput.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if function == "LINEAR":
+        if width < 1:
+            return None
+        return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0) if width > 1 else \
+            (x > center - 0.5).astype(np.float64)
+    if function == "LINEAR_EXACT":
+        return None if width <= 0 else np.clip((x - center) / width + 0.5, 0.0, 1.0)
+    if function == "SIGMOID":
+        if width <= 0:
+            return None
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    return None
 
 
 def decode_dataset(ds: Dataset, *, path: str = "") -> DecodedImage:

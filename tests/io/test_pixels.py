@@ -235,3 +235,20 @@ def test_not_dicom_and_too_large_file(tmp_path: Path) -> None:
     with pytest.raises(IngestError) as info:
         read_dicom(path, max_file_bytes=100)
     assert info.value.status == "too_large"
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+@pytest.mark.parametrize(("center", "width"), [(40.0, 400.0), (-600.0, 1500.0), (100.5, 1.0), (0.0, 2.0)])
+def test_window_matches_pydicom_apply_windowing(function: str, center: float, width: float) -> None:
+    from pydicom.pixels import apply_windowing
+
+    from clinmm.io.dicom import window_display
+
+    values = np.linspace(-1100.0, 1100.0, 4401)
+    ds = Dataset()
+    ds.PhotometricInterpretation, ds.BitsStored, ds.PixelRepresentation = "MONOCHROME2", 16, 0
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = center, width, function
+    if function != "LINEAR" and width <= 0:
+        pytest.skip("invalid for this function")
+    expected = apply_windowing(values.copy(), ds) / 65535.0
+    np.testing.assert_allclose(window_display(values, center, width, function), expected, atol=1e-9)
