@@ -119,6 +119,10 @@ def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") 
         image_present=bool(pred.image_present), note_present=bool(pred.text_present), source="live",
         image_status=sample.image_status, model_sha256=str(getattr(predictor.loaded, "sha256", "")),
     )
+    if hasattr(image, "pixels"):  # an ImageVolume: remember which slice a 2D model read (series: the middle one)
+        from clinmm.data.transforms import select_slice
+
+        result.heat_slice = int(select_slice(image))
     if pred.modality_share is not None:
         result.modality_share = {l: (float(pred.modality_share[c, 0]), float(pred.modality_share[c, 1]))
                                  for c, l in enumerate(labels)}

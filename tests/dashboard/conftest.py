@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard_fabricate import fabricate_checkpoint_dir, fabricate_scores_dir
+from dashboard_fabricate import build_untrained_checkpoint, fabricate_checkpoint_dir, fabricate_scores_dir
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -98,3 +98,10 @@ def scores_dir(tmp_path: Path) -> Path:
 def checkpoint_dir(tmp_path: Path) -> Path:
     """A checkpoint directory holding the files the dashboard reads (model card, labels, config)."""
     return fabricate_checkpoint_dir(tmp_path / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def live_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A loadable checkpoint (untrained weights, real format and architecture) for the live-model tests."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return build_untrained_checkpoint(tmp_path_factory.mktemp("live") / "ckpt")

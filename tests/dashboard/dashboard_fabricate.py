@@ -102,3 +102,19 @@ def fabricate_checkpoint_dir(folder: Path) -> Path:
     files["model.safetensors"] = "ef" * 32
     (folder / "manifest.json").write_text(json.dumps({"files": files}))
     return folder
+
+
+def build_untrained_checkpoint(folder: Path, labels: list[str] | None = None) -> Path:
+    """A checkpoint in the real format (demo architecture, untrained weights): tests the plumbing, not accuracy."""
+    from clinmm.calibration import LabelCalibration
+    from clinmm.checkpoint import build_model, save_checkpoint
+    from clinmm.config import demo_config
+
+    labels = list(labels or LABELS)
+    config = demo_config()
+    config.data.labels = labels
+    return save_checkpoint(folder, model=build_model(config, labels), config=config, labels=labels,
+                           calibration=[LabelCalibration(threshold=0.5) for _ in labels],
+                           scope={"modalities": ["CR", "DX"], "views": [], "body_parts": []},
+                           model_card={"name": "clinmm-untrained-test", "intended_use": "tests only",
+                                       "limitations": ["untrained weights"]}, reference={})

@@ -1,0 +1,69 @@
+"""The case view and the score-one-study page with a real (untrained) model: live scoring and explanations."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dashboard_fabricate import write_cr
+from streamlit.testing.v1 import AppTest
+
+from dashboards import APP_PATH
+
+pytestmark = pytest.mark.slow
+
+
+def test_live_result_maps_explanations_onto_the_original_grid(live_checkpoint: Path, tmp_path: Path) -> None:
+    from clinmm.inference import Predictor
+    from clinmm.io.load import load_image
+    from dashboards.case_result import live_result
+
+    predictor = Predictor.from_path(live_checkpoint, device="cpu")
+    volume = load_image(write_cr(tmp_path / "x.dcm", rows=60, cols=44))
+    note = "Fever since yesterday. Short of breath on exertion. " * 3
+    result = live_result(predictor, volume, note, key="k")
+    assert result.source == "live" and result.image_present and result.note_present
+    assert result.labels == predictor.labels and result.probs.shape == (len(result.labels),)
+    assert np.isfinite(result.probs).all() and ((result.probs >= 0) & (result.probs <= 1)).all()
+    assert set(result.heatmaps) == set(result.labels)
+    for heat in result.heatmaps.values():
+        assert heat.shape == (60, 44) and heat.min() >= 0.0 and heat.max() <= 1.0  # original grid, fixed scale
+    for spans in result.note_spans.values():
+        assert spans and all(0 <= s < e <= len(note) for s, e, _ in spans)
+    shares = np.array(list(result.modality_share.values()))
+    assert np.allclose(shares.sum(axis=1), 1.0, atol=1e-3)
+    no_image = live_result(predictor, None, note)
+    assert not no_image.image_present and not no_image.heatmaps and no_image.note_spans
+    no_note = live_result(predictor, volume, "")
+    assert not no_note.note_present and not no_note.note_spans and no_note.heatmaps
+
+
+def test_case_view_live_and_upload_page(monkeypatch: pytest.MonkeyPatch, live_checkpoint: Path, scores_dir: Path,
+                                        tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "argv", [str(APP_PATH), "--scores", str(scores_dir), "--model", str(live_checkpoint),
+                                      "--db", f"sqlite:///{tmp_path / 'fb.sqlite'}"])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    at = AppTest.from_file(str(APP_PATH), default_timeout=300)
+    at.run()
+    key = pd.read_parquet(scores_dir / "predictions.parquet").set_index("study_id").loc["s001", "study_key"]
+    at.query_params["study"] = key
+    at.switch_page("app_pages/case.py").run()
+    assert not at.exception
+    assert "Source: live model" in "\n".join(c.value for c in at.caption)
+    n_images = len(at.image)
+    at.toggle(key="case_heat_on").set_value(True).run()
+    assert not at.exception and len(at.image) == n_images + 1  # overlay + legend instead of the plain image
+    # Score one study: upload a DICOM and a note.
+    at.switch_page("app_pages/upload.py").run()
+    dicom = write_cr(tmp_path / "upload.dcm", seed=9).read_bytes()
+    at.file_uploader(key="upload_file").set_value(("study.dcm", dicom, "application/dicom"))
+    at.text_area(key="upload_note").input("Fever and productive cough.")
+    at.button[[b.label for b in at.button].index("Score and explain")].click().run()
+    assert not at.exception
+    assert "Source: live model" in "\n".join(c.value for c in at.caption)
+    assert not list((tmp_path / "tmp").glob("clinmm-upload-*"))  # the temp folder is gone
