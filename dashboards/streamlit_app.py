@@ -36,6 +36,13 @@ with st.sidebar:
     elif identity.identified:
         st.info("Identified mode: patient ID and accession are shown.")
 
+if identity.signed_in and st.session_state.get("clinmm_signed_in_logged") != identity.user:
+    from dashboards import resources
+
+    resources.feedback_store(settings.feedback_url).log(who=identity.user, session_id=identity.session_id,
+                                                        action="sign_in")
+    st.session_state["clinmm_signed_in_logged"] = identity.user
+
 if identity.auth_required and not identity.signed_in:
     pages = [st.Page("app_pages/sign_in.py", title="Sign in", icon=":material/login:", default=True)]
 else:

@@ -222,3 +222,4 @@ def test_identified_fields_only_for_signed_in_users(
     assert "patient_id: p001" in texts(at, "caption")
     audit = FeedbackStore(db_url).audit(action="view_identified")
     assert audit and audit[0].who == "dr.b@example.org" and audit[0].target == key
+    assert [e.who for e in FeedbackStore(db_url).audit(action="sign_in")] == ["dr.b@example.org"]
