@@ -171,16 +171,28 @@ def run_split(model_dir: str | Path, manifest: str | Path, *, split: str, compar
     predictor = Predictor(loaded)
     samples = [predictor.prepare(r.image_path, r.note_text, key=r.study_id, labels=r.labels) for r in records]
 
-    # Flow: an image that fails ingestion makes the study note-only; a study with neither modality is excluded.
+    # Flow, as `clinmm score` decides: a study whose image is outside the checkpoint's scope (modality, view, body
+    # part) is not scored; an image that fails ingestion makes the study note-only; no usable input -> excluded.
+    from clinmm.scoring.pipeline import ScopeRule
+
+    scope = ScopeRule.from_checkpoint(loaded.scope)
     status_counts = Counter(s.image_status for s in samples)
-    usable = [i for i, s in enumerate(samples) if s.image is not None or s.note.input_ids.shape[0] > 0]
-    usable_set = set(usable)
-    excluded = Counter(samples[i].image_status for i in range(len(samples)) if i not in usable_set)
+    excluded: Counter = Counter()
+    usable = []
+    for i, s in enumerate(samples):
+        violations = scope.violations(str(s.meta.get("Modality", "")), str(s.meta.get("ViewPosition", "")),
+                                      str(s.meta.get("BodyPartExamined", ""))) if s.image is not None else []
+        if violations:
+            excluded[f"out_of_scope ({';'.join(violations)})"] += 1
+        elif s.image is None and s.note.input_ids.shape[0] == 0:
+            excluded[f"no usable input (image: {s.image_status})"] += 1
+        else:
+            usable.append(i)
     flow: dict[str, Any] = {
         "manifest_studies": len(man.records),
         "split_studies": len(records),
         "included": len(usable),
-        "excluded": {f"no usable input ({k})": v for k, v in sorted(excluded.items())},
+        "excluded": dict(sorted(excluded.items())),
         "image ingestion status (split)": ", ".join(f"{k}: {v}" for k, v in sorted(status_counts.items())),
         "studies per split (manifest)": ", ".join(f"{k}: {v}" for k, v in
                                                   sorted(Counter(r.split for r in man.records).items())),

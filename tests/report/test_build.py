@@ -43,7 +43,7 @@ def data_and_checkpoint(tmp_path_factory):
     save_checkpoint(ckpt, model=model, config=cfg, labels=LABELS,
                     calibration=[LabelCalibration(method="temperature", temperature=2.0, threshold=0.5)
                                  for _ in LABELS],
-                    scope={"modalities": ["CR", "DX", "CT"]}, reference={},
+                    scope={"modalities": ["CR", "DX"]}, reference={},
                     model_card={"intended_use": "test only", "limitations": ["untrained weights"]})
     return data / "manifest.csv", ckpt
 
@@ -63,6 +63,10 @@ def test_cli_report_end_to_end(data_and_checkpoint, tmp_path):
     assert data["labels"] == LABELS and data["n_boot"] == 50
     assert data["ingestion_flow"]["split_studies"] == 60
     assert data["ingestion_flow"]["included"] == data["n_studies"]
+    m = pd.read_csv(manifest, dtype=str, keep_default_na=False).iloc[1:]  # row 0's image file does not exist
+    ct = int(((m["modality"] == "CT") & (m["image_path"] != "")).sum())
+    assert data["ingestion_flow"]["excluded"].get("out_of_scope (modality:CT)", 0) == ct > 0
+    assert data["ingestion_flow"]["included"] + ct == 60
     assert data["ingestion_flow"]["patients of this split also in other splits"] == 0
     assert "torch" in json.dumps(data["model_card"]["software_versions"])
     assert set(data["comparators"]) == {"image_only", "text_only"}
