@@ -462,26 +462,48 @@ def _write_live_log(out: Path, history: list[dict]) -> None:
     path.write_text(_history_csv(history), encoding="utf-8")
 
 
-def load_init_weights(model: ClinmmModel, path: str | Path) -> int:
+def load_init_weights(model: ClinmmModel, path: str | Path, *, allow_missing_prefixes: bool = False) -> int:
     """Initialise encoders (and projections) from a ``clinmm pretrain-contrastive`` output directory.
 
     Every tensor in its ``encoders.safetensors`` must exist in ``model`` with the same shape (the same backbone,
     text encoder and fusion width); the sha256 manifest is verified first. Returns the number of tensors loaded.
+    With ``allow_missing_prefixes`` tensors of a branch the model does not have (e.g. ``image_encoder.*`` for a
+    text-only model) are skipped instead of refused.
 
     Raises:
         CheckpointError: missing / tampered files or tensors that do not fit.
     """
     from safetensors.torch import load_file
 
-    from clinmm.checkpoint import verify_checkpoint
+    import hashlib
+
+    from clinmm.errors import ChecksumError
 
     path = Path(path)
-    verify_checkpoint(path)  # same sha256 manifest as a checkpoint directory
+    listing = path / "manifest.json"
+    if not listing.is_file():
+        raise CheckpointError(f"{path}: no manifest.json (is it a `clinmm pretrain-contrastive` output?)")
+    try:
+        files = json.loads(listing.read_text(encoding="utf-8"))["files"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"{listing}: unreadable manifest: {err}") from err
+    for name, expected in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: listed in manifest.json but missing")
+        got = hashlib.sha256(f.read_bytes()).hexdigest()
+        if got != expected:
+            raise ChecksumError(f"{f}: sha256 {got} does not match {expected} in manifest.json; refusing to load it")
+    if "encoders.safetensors" not in files:
+        raise CheckpointError(f"{path}: encoders.safetensors is not covered by manifest.json")
     weights = path / "encoders.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{path}: no encoders.safetensors (is it a `clinmm pretrain-contrastive` output?)")
     state = load_file(str(weights))
     own = model.state_dict()
+    if allow_missing_prefixes:
+        branches = {k.split(".", 1)[0] for k in own}
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in branches}
     missing = [k for k in state if k not in own]
     wrong = [k for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or wrong:

@@ -1,0 +1,285 @@
+"""``clinmm compare``: the fusion ablation — every fusion method trained on the same split with the same budget.
+
+For each method (``cross_attention``, ``concat``, ``gated``, ``image_only``, ``text_only``) a model is trained from
+the same seed, on the same prepared samples, for the same number of epochs (and the same wall-time cap), then scored
+on the test split three ways: full input, all notes removed, all images removed. The report gives per-label test
+AUROC, the paired patient-level bootstrap of (fused − best single-modality model) per label with its one-sided 95 %
+lower bound, and the missing-modality deltas — the acceptance checks of issue 6 — as JSON and a Markdown table.
+
+On CPU the text encoder can be frozen and its features cached once (``cache_text=True``); every method then shares
+the same frozen MiniLM features (stated in the output).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clinmm.config import ClinmmConfig, config_to_dict
+from clinmm.data.manifest import read_manifest
+from clinmm.inference import resolve_device
+from clinmm.metrics import patient_bootstrap_weights, rank_auroc
+from clinmm.models.fusion import FUSION_METHODS
+from clinmm.train import fit, load_init_weights, predict_logits, prepare_samples, seed_everything
+
+__all__ = ["CompareResult", "compare", "paired_bootstrap_delta", "render_markdown", "IMAGE_LABELS", "TEXT_LABELS",
+           "BOTH_LABELS"]
+
+logger = logging.getLogger(__name__)
+
+# Which modality carries each synthetic finding (docs/dev/contracts.md).
+IMAGE_LABELS = ("nodule", "consolidation")
+TEXT_LABELS = ("fever", "dyspnea")
+BOTH_LABELS = ("pneumonia",)
+
+
+@dataclass
+class CompareResult:
+    """Everything ``compare`` measured (``as_dict`` is what ``results.json`` holds)."""
+
+    labels: list[str]
+    methods: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, dict] = field(default_factory=dict)
+    setup: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"labels": self.labels, "methods": self.methods, "checks": self.checks, "setup": self.setup}
+
+
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    known = ~np.isnan(y)
+    yk = y[known]
+    if len(np.unique(yk)) < 2:
+        return float("nan")
+    return float(rank_auroc(yk.astype(int), s[known]))
+
+
+def paired_bootstrap_delta(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, patient_ids: np.ndarray, *,
+                           n_boot: int = 2000, seed: int = 0) -> dict:
+    """AUROC(a) − AUROC(b) on the same studies, with a patient-level paired bootstrap (stratified by label).
+
+    Args:
+        y_true: (n,) 1 / 0 / NaN.
+        score_a: (n,) scores of model a.
+        score_b: (n,) scores of model b.
+        patient_ids: (n,) patient of each study (resampled as a unit).
+        n_boot: replicates.
+        seed: bootstrap seed.
+
+    Returns:
+        ``delta`` (point), ``lower_95_one_sided`` (5th percentile), ``ci95`` (2.5th, 97.5th), ``n``.
+    """
+    known = ~np.isnan(y_true)
+    y = y_true[known].astype(int)
+    a, b, pid = score_a[known], score_b[known], np.asarray(patient_ids)[known]
+    # Stratum: does the patient have any positive study (constant within a patient, as the bootstrap requires).
+    pos_patients = set(pid[y == 1])
+    strata = np.array([p in pos_patients for p in pid])
+    w = patient_bootstrap_weights(pid, strata, n_boot=n_boot, rng=np.random.default_rng(seed))  # (R, n)
+    ra, rb = rank_auroc(y, a, w), rank_auroc(y, b, w)  # (R,) each
+    diff = ra - rb
+    diff = diff[~np.isnan(diff)]
+    point = float(rank_auroc(y, a) - rank_auroc(y, b))
+    return {"delta": point, "lower_95_one_sided": float(np.percentile(diff, 5)),
+            "ci95": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))], "n": int(known.sum()),
+            "n_boot": int(diff.size)}
+
+
+def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
+            methods: tuple[str, ...] = FUSION_METHODS, cache_text: bool = True, max_train: int | None = None,
+            n_boot: int = 2000, progress: bool = True, init_from: str | Path | None = None,
+            max_val: int | None = None, text_cache_file: str | Path | None = None) -> CompareResult:
+    """Train every method in ``methods`` on the same data and budget; evaluate on ``test``; write ``out/``.
+
+    Args:
+        manifest_path: manifest with train / val / test splits.
+        out: folder for ``results.json``, ``ablation.md`` and ``predictions_<method>.npz``.
+        config: base configuration (``fusion.method`` is replaced per method; epochs, seed and
+            ``train.max_train_seconds`` are the shared budget).
+        methods: fusion methods to train.
+        cache_text: freeze the whole text encoder and cache its features (CPU budgets); False fine-tunes it as
+            configured.
+        max_train: use only the first ``max_train`` training studies (None: all), e.g. for a smoke run.
+        n_boot: bootstrap replicates.
+        progress: tqdm bars on stderr.
+        init_from: a ``clinmm pretrain-contrastive`` directory to initialise every model from (what exists of it).
+        max_val: use only the first ``max_val`` validation studies (the test split is always used whole).
+        text_cache_file: safetensors file to reuse / store the frozen text features (see ``CachedTextEncoder``).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.train.device)
+    manifest = read_manifest(manifest_path, labels=config.data.labels or None)
+    labels = manifest.labels
+    config = copy.deepcopy(config)
+    config.data.labels = labels
+    patient = {r.study_id: r.patient_id for r in manifest.records}
+
+    from clinmm.models.text import TextEncoder
+
+    text_encoder = TextEncoder.from_config(config.text)
+    if cache_text:
+        text_encoder.freeze_layers(len(text_encoder._layers()))
+    tokenizer = text_encoder.note_tokenizer()
+    samples, counts, pad_id = prepare_samples(manifest, None, config, splits=("train", "val", "test"),
+                                              tokenizer=tokenizer)
+    if max_train is not None:
+        samples["train"] = samples["train"][:max_train]
+    if max_val is not None:
+        samples["val"] = samples["val"][:max_val]
+    t_prep = time.perf_counter() - t0
+    logger.info("compare: prepared %s studies in %.0fs", {k: len(v) for k, v in samples.items()}, t_prep)
+    shared_text = text_encoder
+    t_cache = 0.0
+    if cache_text:
+        from clinmm.training.text_cache import CachedTextEncoder
+
+        tc = time.perf_counter()
+        shared_text = CachedTextEncoder(encoder=text_encoder, samples=samples["train"] + samples["val"] +
+                                        samples["test"],
+                                        path=str(text_cache_file) if text_cache_file else None)
+        t_cache = time.perf_counter() - tc
+    test = samples["test"]
+    y_test = np.stack([s.labels for s in test])
+    pids = np.array([patient.get(s.key, s.key) for s in test])
+    result = CompareResult(labels=labels)
+    result.setup = {"manifest": str(Path(manifest_path).name), "n": {k: len(v) for k, v in samples.items()},
+                    "skipped": counts, "epochs": config.train.epochs, "seed": config.train.seed,
+                    "max_train_seconds": config.train.max_train_seconds, "batch_size": config.train.batch_size,
+                    "image_size": config.data.image_size, "backbone": config.image.backbone,
+                    "text_encoder": "frozen, cached features" if cache_text else "fine-tuned as configured",
+                    "device": str(device), "torch_threads": torch.get_num_threads(),
+                    "seconds_prepare": round(t_prep, 1), "seconds_text_cache": round(t_cache, 1),
+                    "n_boot": n_boot, "init_from": str(init_from) if init_from else None,
+                    "config": config_to_dict(config)}
+    for method in methods:
+        cfg = copy.deepcopy(config)
+        cfg.fusion.method = method
+        seed_everything(cfg.train.seed)
+        model = build_model_with_text(cfg, labels, shared_text)
+        if init_from is not None:
+            load_init_weights(model, init_from, allow_missing_prefixes=True)
+        model.to(device)
+        tm = time.perf_counter()
+        fitted = fit(model, samples["train"], samples["val"], config=cfg, device=device, pad_id=pad_id,
+                     progress=progress)
+        seconds = time.perf_counter() - tm
+        model.load_state_dict(fitted.best_state)
+        preds = {}
+        for mode, kw in (("full", {}), ("no_text", {"drop_text": True}), ("no_image", {"drop_image": True})):
+            preds[mode] = predict_logits(model, test, image_size=cfg.data.image_size, pad_id=pad_id, device=device,
+                                         **kw)
+        np.savez_compressed(out / f"predictions_{method}.npz", y=y_test, patient=pids, **preds)
+        aurocs = {mode: {lab: _auroc(y_test[:, c], p[:, c]) for c, lab in enumerate(labels)}
+                  for mode, p in preds.items()}
+        result.methods[method] = {"test_auroc": aurocs["full"], "test_auroc_no_text": aurocs["no_text"],
+                                  "test_auroc_no_image": aurocs["no_image"], "train_seconds": round(seconds, 1),
+                                  "epochs_run": len(fitted.history), "best_epoch": fitted.best_epoch,
+                                  "val_macro_auroc": fitted.best_auroc}
+        logger.info("compare: %s done in %.0fs: %s", method, seconds,
+                    {k: round(v, 3) for k, v in aurocs["full"].items()})
+        if method == "cross_attention":
+            _save_fused(out, model, cfg, labels, text_encoder if cache_text else None, fitted)
+        _write(out, result, labels)
+    result.checks = _checks(result, labels, out, n_boot=n_boot, seed=config.train.seed)
+    result.setup["seconds_total"] = round(time.perf_counter() - t0, 1)
+    _write(out, result, labels)
+    return result
+
+
+def build_model_with_text(cfg: ClinmmConfig, labels: list[str], text_encoder):
+    """A :class:`ClinmmModel` that reuses an existing (possibly cached) text encoder instead of loading one."""
+    from clinmm.models.classifier import ClinmmModel
+
+    return ClinmmModel(config=cfg, labels=labels, text_encoder=text_encoder if cfg.fusion.method != "image_only"
+                       else None)
+
+
+def _save_fused(out: Path, model, cfg: ClinmmConfig, labels: list[str], live_text, fitted) -> None:
+    """Write the fused model as a normal checkpoint (the frozen live text encoder put back in place of the cache)."""
+    from clinmm.calibration import fit_calibration
+    from clinmm.checkpoint import save_checkpoint
+
+    if live_text is not None:
+        model.text_encoder = live_text
+    save_checkpoint(out / "cross_attention_ckpt", model=model.cpu(), config=cfg, labels=labels,
+                    calibration=fit_calibration(np.zeros((0, len(labels))), np.zeros((0, len(labels)))),
+                    scope={"modalities": cfg.data.modalities}, model_card={"name": "compare cross_attention",
+                                                                          "note": "uncalibrated ablation model"},
+                    reference={}, extra_files={"history.json": json.dumps(fitted.history, default=float)})
+
+
+def _checks(result: CompareResult, labels: list[str], out: Path, *, n_boot: int, seed: int) -> dict:
+    checks: dict[str, dict] = {}
+    m = result.methods
+    if not {"cross_attention", "image_only", "text_only"} <= set(m):
+        return checks
+    fused = np.load(out / "predictions_cross_attention.npz")
+    single = {k: np.load(out / f"predictions_{k}.npz") for k in ("image_only", "text_only")}
+    y, pids = fused["y"], fused["patient"]
+    for c, lab in enumerate(labels):
+        best = max(single, key=lambda k: m[k]["test_auroc"][lab] if not np.isnan(m[k]["test_auroc"][lab]) else -1)
+        boot = paired_bootstrap_delta(y[:, c], fused["full"][:, c], single[best]["full"][:, c], pids, n_boot=n_boot,
+                                      seed=seed)
+        entry = {"best_single": best, **boot}
+        if lab in BOTH_LABELS:
+            entry["criterion"] = "delta >= 0.05"
+            entry["pass"] = bool(boot["delta"] >= 0.05)
+        else:
+            entry["criterion"] = "one-sided 95% lower bound >= -0.02"
+            entry["pass"] = bool(boot["lower_95_one_sided"] >= -0.02)
+        checks[f"fused_vs_single:{lab}"] = entry
+    fa = m["cross_attention"]
+    for lab in labels:
+        if lab in IMAGE_LABELS:
+            d = fa["test_auroc_no_text"][lab] - fa["test_auroc"][lab]
+            checks[f"notes_removed:{lab}"] = {"full": fa["test_auroc"][lab], "no_text": fa["test_auroc_no_text"][lab],
+                                              "delta": d, "criterion": "|delta| <= 0.02 (or better)",
+                                              "pass": bool(d >= -0.02)}
+        if lab in TEXT_LABELS:
+            d = fa["test_auroc_no_image"][lab] - fa["test_auroc"][lab]
+            checks[f"images_removed:{lab}"] = {"full": fa["test_auroc"][lab],
+                                               "no_image": fa["test_auroc_no_image"][lab], "delta": d,
+                                               "criterion": "|delta| <= 0.02 (or better)", "pass": bool(d >= -0.02)}
+    return checks
+
+
+def render_markdown(result: CompareResult) -> str:
+    """The ablation table and checks as Markdown."""
+    labels = result.labels
+    lines = ["| method | " + " | ".join(labels) + " | macro | train s | epochs |",
+             "|---|" + "---|" * (len(labels) + 3)]
+    for method, r in result.methods.items():
+        vals = [r["test_auroc"][lab] for lab in labels]
+        macro = np.nanmean(vals)
+        lines.append(f"| {method} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {macro:.3f} | "
+                     f"{r['train_seconds']:.0f} | {r['epochs_run']} |")
+    if "cross_attention" in result.methods:
+        fa = result.methods["cross_attention"]
+        for mode, title in (("test_auroc_no_text", "cross_attention, notes removed"),
+                            ("test_auroc_no_image", "cross_attention, images removed")):
+            vals = [fa[mode][lab] for lab in labels]
+            lines.append(f"| {title} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.nanmean(vals):.3f} | | |")
+    if result.checks:
+        lines += ["", "| check | value | criterion | pass |", "|---|---|---|---|"]
+        for name, c in result.checks.items():
+            if name.startswith("fused_vs_single"):
+                value = (f"Δ {c['delta']:+.3f} vs {c['best_single']} (one-sided 95 % lower bound "
+                         f"{c['lower_95_one_sided']:+.3f}, n={c['n']})")
+            else:
+                value = f"Δ {c['delta']:+.3f} ({c['full']:.3f} → {c.get('no_text', c.get('no_image')):.3f})"
+            lines.append(f"| {name} | {value} | {c['criterion']} | {'PASS' if c['pass'] else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, result: CompareResult, labels: list[str]) -> None:
+    (out / "results.json").write_text(json.dumps(result.as_dict(), indent=2, default=float), encoding="utf-8")
+    (out / "ablation.md").write_text(render_markdown(result), encoding="utf-8")

@@ -1,0 +1,17 @@
+"""Fixtures for model tests (the helpers live in ``clinmm_tiny.py`` beside this file)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from clinmm_tiny import make_tiny_bert  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_text_dir(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "bert")

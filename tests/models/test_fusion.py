@@ -1,0 +1,111 @@
+"""Every fusion method × every backbone (2D and 3D): shapes, finite outputs, missing modalities, padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import clinmm.models.classifier as classifier_module
+from clinmm.data.dataset import collate
+from clinmm.models.classifier import ClinmmModel
+from clinmm.models.fusion import FUSION_METHODS
+from clinmm.models.image import BACKBONES, ImageEncoder
+from clinmm.models.losses import joint_loss
+from clinmm.models.text import TextEncoder
+
+from clinmm_tiny import LABELS, make_samples, tiny_config
+
+LIGHT = [b for b in BACKBONES if b not in ("densenet121", "resnet50")]
+GRID = [pytest.param(b, d, marks=pytest.mark.slow if b in ("densenet121", "resnet50") else ()) for b in BACKBONES
+        for d in (2, 3)]
+
+
+@pytest.fixture(scope="module")
+def text_encoder(tiny_text_dir) -> TextEncoder:
+    cfg = tiny_config(tiny_text_dir)
+    return TextEncoder.from_config(cfg.text)
+
+
+def _models(backbone, dims, text_encoder, tiny_text_dir, monkeypatch):
+    """One image encoder per (backbone, dims), shared by a model of every fusion method."""
+    cfg = tiny_config(tiny_text_dir, backbone=backbone, spatial_dims=dims)
+    torch.manual_seed(0)
+    image_encoder = ImageEncoder(config=cfg.image, image_size=32)
+    monkeypatch.setattr(classifier_module, "ImageEncoder", lambda **kw: image_encoder)
+    out = {}
+    for method in FUSION_METHODS:
+        c = tiny_config(tiny_text_dir, backbone=backbone, spatial_dims=dims, method=method)
+        out[method] = ClinmmModel(config=c, labels=LABELS, text_encoder=text_encoder)
+    return out
+
+
+@pytest.mark.parametrize(("backbone", "dims"), GRID)
+def test_every_fusion_shapes_finite_and_missing_flags(backbone, dims, text_encoder, tiny_text_dir, monkeypatch):
+    samples = make_samples(text_encoder.note_tokenizer(), 8, seed=dims, spatial_dims=dims)
+    samples[0].image = None  # image missing
+    samples[1].note = text_encoder.note_tokenizer().encode(None)  # note missing
+    samples[2].image = None
+    samples[2].note = text_encoder.note_tokenizer().encode(None)  # nothing at all: must not crash
+    batch = collate(samples, image_size=32)
+    for method, model in _models(backbone, dims, text_encoder, tiny_text_dir, monkeypatch).items():
+        model.eval()
+        with torch.no_grad():
+            out = model(batch.inputs)
+        b, c = len(samples), len(LABELS)
+        assert out.logits.shape == (b, c), method
+        assert torch.isfinite(out.logits).all(), method
+        assert ((out.probs >= 0) & (out.probs <= 1)).all()
+        assert torch.equal(out.image_present, batch.inputs.image_present)
+        assert torch.equal(out.text_present, batch.inputs.text_present)
+        assert not out.image_present[0] and not out.text_present[1] and not out.image_present[2]
+        if out.modality_share is not None:
+            assert out.modality_share.shape == (b, c, 2)
+            assert torch.isfinite(out.modality_share).all()
+        if method == "cross_attention":
+            ni = out.num_image_tokens
+            assert out.attention.shape[:2] == (b, c) and out.attention.shape[2] == ni + batch.inputs.keep[0].numel()
+            assert len(out.image_grid) == dims
+            total = out.attention.sum(-1) + out.missing_attention.sum(-1)  # (B, C): rows of a softmax
+            assert torch.allclose(total, torch.ones_like(total), atol=1e-5)
+            assert out.attention[0, :, :ni].abs().max() == 0  # missing image: no attention on its tokens
+            assert out.attention[1, :, ni:].abs().max() == 0  # missing note: none on text tokens
+            assert (out.missing_attention[0, :, 0] > 0).all() and (out.missing_attention[1, :, 1] > 0).all()
+        if dims == 2:  # one training step's gradients are finite too
+            model.train()
+            loss = joint_loss(model(batch.inputs), batch.labels, fusion=model.config.fusion, train=model.config.train)
+            loss.backward()
+            assert torch.isfinite(loss)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            assert grads and all(torch.isfinite(g).all() for g in grads), method
+            model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("method", FUSION_METHODS)
+def test_padding_invariance(method, text_encoder, tiny_text_dir):
+    """A study's logits do not depend on what it is batched with (longer notes → more chunks and longer chunks)."""
+    torch.manual_seed(0)
+    cfg = tiny_config(tiny_text_dir, method=method)
+    model = ClinmmModel(config=cfg, labels=LABELS, text_encoder=text_encoder).eval()
+    tok = text_encoder.note_tokenizer()
+    samples = make_samples(tok, 6, seed=3, missing=False, long_note_every=0)
+    long = make_samples(tok, 1, seed=4, missing=False, long_note_every=1)[0]
+    assert long.note.num_chunks > max(s.note.num_chunks for s in samples)
+    with torch.no_grad():
+        alone = torch.cat([model(collate([s], image_size=32).inputs).logits for s in samples])
+        padded = model(collate(samples + [long], image_size=32).inputs).logits[: len(samples)]
+    assert torch.allclose(alone, padded, atol=1e-5), (alone - padded).abs().max()
+
+
+def test_modality_dropout_flags_and_standin(text_encoder, tiny_text_dir):
+    """Dropping a modality equals the study arriving without it (the learned stand-in token takes its place)."""
+    torch.manual_seed(0)
+    model = ClinmmModel(config=tiny_config(tiny_text_dir), labels=LABELS, text_encoder=text_encoder).eval()
+    tok = text_encoder.note_tokenizer()
+    s = make_samples(tok, 1, seed=5, missing=False)[0]
+    full = collate([s], image_size=32).inputs
+    with torch.no_grad():
+        dropped = model(full, drop_text=torch.tensor([True]))
+        s.note = tok.encode(None)
+        without = model(collate([s], image_size=32).inputs)
+    assert not dropped.text_present[0]
+    assert torch.allclose(dropped.logits, without.logits, atol=1e-5)
