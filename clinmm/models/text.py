@@ -239,6 +239,7 @@ class TextEncoder(nn.Module):
         layers = self._layers()
         if n < 0 or n > len(layers):
             raise ValueError(f"freeze_layers must be in [0, {len(layers)}], got {n}")
+        self.config.freeze_layers = n
         for p in self.model.parameters():
             p.requires_grad_(True)
         if n == 0:
@@ -270,6 +271,50 @@ class TextEncoder(nn.Module):
         finally:
             self.model.set_attn_implementation(current or "sdpa")
 
+    # ------------------------------------------------------------------ frozen-layer cache (CPU speed path)
+    def _run_layers(self, hidden: torch.Tensor, am: torch.Tensor, layers: Any) -> torch.Tensor:
+        """Run BERT layers on (A, l, H) states with the model's own mask construction."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask4d = create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=am)
+        for layer in layers:
+            hidden = layer(hidden, mask4d)
+        return hidden
+
+    @torch.no_grad()
+    def frozen_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """States after the embeddings and the ``config.freeze_layers`` frozen layers, for caching.
+
+        Frozen layers never change, so a training loop can compute these once per note and pass them to
+        :meth:`forward` (``frozen=``), which then runs only the trainable upper layers: the same result (eval mode,
+        atol 1e-5) at a fraction of the cost. Frozen layers run in eval mode here (no dropout).
+
+        Args:
+            input_ids: (B, K, L) token ids.
+            attention_mask: (B, K, L).
+
+        Returns:
+            (B, K, L, H) hidden states (zeros for all-padding chunks).
+        """
+        B, K, L = input_ids.shape
+        n = self.config.freeze_layers
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            device = next(self.model.parameters()).device
+            flat_ids = input_ids.reshape(B * K, L).to(device)  # (B*K, L)
+            flat_mask = attention_mask.reshape(B * K, L).to(device)  # (B*K, L)
+            out = torch.zeros(B * K, L, self.hidden_size, device=device, dtype=self._dtype())  # (B*K, L, H)
+            active = (flat_mask.sum(1) > 0).nonzero(as_tuple=True)[0]  # (A,)
+            if len(active):
+                length = int(flat_mask[active].any(dim=0).nonzero().max()) + 1
+                ids, am = flat_ids[active, :length], flat_mask[active, :length]  # (A, l)
+                hidden = self.model.embeddings(input_ids=ids)  # (A, l, H)
+                out[active, :length] = self._run_layers(hidden, am, self._layers()[:n])
+        finally:
+            self.model.train(was_training)
+        return out.reshape(B, K, L, self.hidden_size)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -278,6 +323,7 @@ class TextEncoder(nn.Module):
         keep: torch.Tensor,
         *,
         output_attentions: bool = False,
+        frozen: torch.Tensor | None = None,
     ) -> TextFeatures:
         """Encode a batch of chunked notes.
 
@@ -286,10 +332,14 @@ class TextEncoder(nn.Module):
             attention_mask: (B, K, L) 1 for real tokens.
             keep: (B, K, L) bool, the copy of each token fusion sees (from :class:`~clinmm.text.tokenize.EncodedNote`).
             output_attentions: also return per-layer attention weights (switches to eager attention for this call).
+            frozen: optional (B, K, L, H) output of :meth:`frozen_states` for these inputs; then only the layers
+                above ``config.freeze_layers`` run (not combinable with ``output_attentions``).
 
         Returns:
             :class:`TextFeatures` with ``tokens`` (B, K*L, H) and ``mask`` (B, K*L).
         """
+        if frozen is not None:
+            return self._forward_cached(frozen, attention_mask, keep, output_attentions=output_attentions)
         if input_ids.dim() != 3 or attention_mask.shape != input_ids.shape or keep.shape != input_ids.shape:
             raise ValueError(
                 "TextEncoder.forward expects input_ids, attention_mask and keep of the same shape (B, K, L); got "
@@ -322,6 +372,27 @@ class TextEncoder(nn.Module):
         tokens = tokens.reshape(B, K * L, H)  # (B, K*L, H)
         mask = (attention_mask.bool() & keep.bool()).reshape(B, K * L).to(device)  # (B, K*L)
         return TextFeatures(tokens=tokens, mask=mask, attentions=attentions)
+
+    def _forward_cached(self, frozen: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor, *,
+                        output_attentions: bool) -> TextFeatures:
+        if output_attentions:
+            raise ValueError("output_attentions needs the full forward; do not pass frozen= states")
+        B, K, L, H = frozen.shape
+        if attention_mask.shape != (B, K, L) or keep.shape != (B, K, L):
+            raise ValueError(f"frozen states {tuple(frozen.shape)} do not match attention_mask "
+                             f"{tuple(attention_mask.shape)} / keep {tuple(keep.shape)}")
+        device = next(self.model.parameters()).device
+        flat = frozen.reshape(B * K, L, H).to(device=device, dtype=self._dtype())  # (B*K, L, H)
+        flat_mask = attention_mask.reshape(B * K, L).to(device)  # (B*K, L)
+        tokens = torch.zeros(B * K, L, H, device=device, dtype=self._dtype())  # (B*K, L, H)
+        active = (flat_mask.sum(1) > 0).nonzero(as_tuple=True)[0]  # (A,)
+        if len(active):
+            length = int(flat_mask[active].any(dim=0).nonzero().max()) + 1
+            hidden = self._run_layers(flat[active, :length], flat_mask[active, :length],
+                                      self._layers()[self.config.freeze_layers :])  # (A, l, H)
+            tokens = tokens.index_put((active,), torch.nn.functional.pad(hidden, (0, 0, 0, L - length)))
+        mask = (attention_mask.bool() & keep.bool()).reshape(B, K * L).to(device)  # (B, K*L)
+        return TextFeatures(tokens=tokens.reshape(B, K * L, H), mask=mask)
 
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype

@@ -188,3 +188,19 @@ def test_save_config_and_rebuild_without_original_path(encoder, tmp_path):
     torch.testing.assert_close(a.tokens, b.tokens, atol=1e-6, rtol=0)
     with pytest.raises(TextModelError, match="config.json"):
         TextEncoder.from_saved(tmp_path / "nothing")
+
+
+def test_frozen_state_cache_matches_full_forward(encoder):
+    nt = encoder.note_tokenizer()
+    batch = collate_notes([nt.encode(LONG), nt.encode(None), nt.encode(SHORT)])
+    encoder.freeze_layers(4)
+    try:
+        cache = encoder.frozen_states(batch["input_ids"], batch["attention_mask"])
+        assert cache.shape == (*batch["input_ids"].shape, encoder.hidden_size)
+        with torch.no_grad():
+            full = encoder(*(batch[k] for k in KEYS))
+            fast = encoder(*(batch[k] for k in KEYS), frozen=cache)
+        torch.testing.assert_close(fast.tokens[fast.mask], full.tokens[full.mask], atol=1e-5, rtol=0)
+        assert torch.equal(fast.mask, full.mask)
+    finally:
+        encoder.freeze_layers(0)
