@@ -152,6 +152,7 @@ class ScoreContext:
     max_pixels: int
     clinmm_version: str
     labels: list[str] = field(default_factory=list)
+    file_timeout_s: float = 30.0
 
     @property
     def n_shards(self) -> int:
@@ -209,15 +210,17 @@ def prepare_context(input: str | os.PathLike[str], model: str | os.PathLike[str]
     scan_workers = min(workers, os.cpu_count() or 1)
     if is_manifest:
         inventory = discover_manifest(input, salt=salt, notes=notes, workers=scan_workers,
-                                      max_file_bytes=max_file_bytes)
+                                      max_file_bytes=max_file_bytes, deadline_s=cfg.file_timeout_s)
         root = input.parent
     else:
-        inventory = discover_folder(input, salt=salt, notes=notes, workers=scan_workers, max_file_bytes=max_file_bytes)
+        inventory = discover_folder(input, salt=salt, notes=notes, workers=scan_workers,
+                                    max_file_bytes=max_file_bytes, deadline_s=cfg.file_timeout_s)
         root = input
     return ScoreContext(input=input, input_root=root, out=out, options=options, predictor=predictor, salt=salt,
                         inventory=inventory, scope=ScopeRule.from_checkpoint(loaded.scope, force=options.force_scope),
                         shard_size=shard_size, batch_size=batch_size, workers=workers, max_file_bytes=max_file_bytes,
-                        max_pixels=max_pixels, clinmm_version=versions()[0], labels=list(loaded.labels))
+                        max_pixels=max_pixels, clinmm_version=versions()[0], labels=list(loaded.labels),
+                        file_timeout_s=cfg.file_timeout_s)
 
 
 def _shard_fingerprint(ctx: ScoreContext, index: int) -> str:
@@ -369,7 +372,7 @@ def _local_engine(ctx: ScoreContext, todo: list[int], progress) -> Iterator[tupl
                           max_file_bytes=ctx.max_file_bytes, max_pixels=ctx.max_pixels)
     current: dict[int, list] = {}
     studies_to_shard = {s.index: index for index in todo for s in ctx.shard_studies(index)}
-    for d in iter_decoded(dataset, workers=ctx.workers):
+    for d in iter_decoded(dataset, workers=ctx.workers, file_timeout_s=ctx.file_timeout_s):
         index = studies_to_shard[d.study.index]
         current.setdefault(index, []).append(d)
         remaining[index] -= 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import multiprocessing
 import os
 import warnings
 from collections.abc import Sequence
@@ -189,12 +188,22 @@ def _scan_star(args: tuple[str, str, int]) -> FileHeader:
     return scan_file(*args)
 
 
-def _scan_all(jobs: list[tuple[str, str, int]], workers: int) -> list[FileHeader]:
+def _scan_failed(args: tuple[str, str, int], failure) -> FileHeader:
+    return FileHeader(path=args[0], rel=args[1], status=Status.DECODE_ERROR.value,
+                      detail=f"worker_{failure.reason}:{failure.detail}", message="header reader crashed or timed out")
+
+
+def _scan_all(jobs: list[tuple[str, str, int]], workers: int, deadline_s: float = 30.0) -> list[FileHeader]:
+    """Header scans in :func:`clinmm.io.worker.guarded_map` workers (a crash or hang costs one file), input order."""
     if workers <= 0 or len(jobs) < 64:
         return [scan_file(*j) for j in jobs]
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(processes=workers) as pool:
-        return pool.map(_scan_star, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8) or 1)))
+    from clinmm.io.worker import guarded_map
+
+    out: list[FileHeader | None] = [None] * len(jobs)
+    for index, header in guarded_map(_scan_star, jobs, on_failure=_scan_failed, workers=workers,
+                                     deadline_s=deadline_s, start_method="fork"):
+        out[index] = header
+    return out  # type: ignore[return-value]
 
 
 def _iter_files(root: Path) -> list[Path]:
@@ -211,7 +220,7 @@ def _common_folder(rels: Sequence[str]) -> str:
 
 
 def discover_folder(root: str | os.PathLike[str], *, salt: bytes, notes: NotesIndex | None = None,
-                    workers: int = 0, max_file_bytes: int = 2 * 1024**3) -> Inventory:
+                    workers: int = 0, max_file_bytes: int = 2 * 1024**3, deadline_s: float = 30.0) -> Inventory:
     """Group every file under ``root`` into studies by StudyInstanceUID.
 
     Args:
@@ -220,6 +229,7 @@ def discover_folder(root: str | os.PathLike[str], *, salt: bytes, notes: NotesIn
         notes: notes to join, or None.
         workers: header-scan processes (0 = in this process).
         max_file_bytes: files above it are ``too_large`` without being read.
+        deadline_s: per-file header-read deadline (a hung or crashing reader gives ``decode_error``).
 
     Raises:
         ConfigError: ``root`` is not a folder or holds no file.
@@ -231,7 +241,7 @@ def discover_folder(root: str | os.PathLike[str], *, salt: bytes, notes: NotesIn
     if not files:
         raise ConfigError(f"{root}: no files under the input folder")
     jobs = [(os.fspath(f), f.relative_to(root).as_posix(), max_file_bytes) for f in files]
-    headers = _scan_all(jobs, workers)
+    headers = _scan_all(jobs, workers, deadline_s)
     groups: dict[str, list[FileHeader]] = {}
     orphans: list[FileHeader] = []
     for h in headers:
@@ -255,7 +265,7 @@ def discover_folder(root: str | os.PathLike[str], *, salt: bytes, notes: NotesIn
 
 
 def discover_manifest(path: str | os.PathLike[str], *, salt: bytes, notes: NotesIndex | None = None,
-                      workers: int = 0, max_file_bytes: int = 2 * 1024**3) -> Inventory:
+                      workers: int = 0, max_file_bytes: int = 2 * 1024**3, deadline_s: float = 30.0) -> Inventory:
     """One study per manifest row, in row order; its files are those under ``image_path``.
 
     Raises:
@@ -297,7 +307,7 @@ def discover_manifest(path: str | os.PathLike[str], *, salt: bytes, notes: Notes
         for f in _iter_files(image):
             jobs.append((os.fspath(f), Path(os.path.relpath(f, root)).as_posix(), max_file_bytes))
             owners.append(i)
-    headers = _scan_all(jobs, workers)
+    headers = _scan_all(jobs, workers, deadline_s)
     per_row: dict[int, list[FileHeader]] = {}
     for owner, h in zip(owners, headers):
         per_row.setdefault(owner, []).append(h)

@@ -6,9 +6,12 @@
   of the modality values the model's intensity mapping starts from), per image, against the training images.
 - **Modalities present**: fraction of studies with an image / a note, here vs in training.
 
-``drift_score`` is the largest PSI of all; the usual reading of PSI is < 0.1 stable, 0.1–0.25 moderate shift,
-> 0.25 major shift. scikit-learn and scipy have no PSI; it is the standard formula
-``sum((p_i - q_i) * ln(p_i / q_i))`` over bins, with empty bins floored at ``eps``.
+PSI needs enough studies to mean anything: it is reported only when both samples hold at least ``MIN_PSI_N`` values.
+The standardised mean difference (SMD) of each intensity statistic is always reported. ``drift_score`` is the largest
+of every PSI and every ``|SMD| / 4`` (scaled so that the usual PSI reading applies to both: < 0.1 stable,
+0.1–0.25 moderate shift, > 0.25 major shift, i.e. |SMD| > 1 is major). scikit-learn and scipy have no PSI; it is the standard formula
+``sum((q_i - p_i) * ln(q_i / p_i))`` over bins, with additive smoothing (0.5 per bin) and fewer bins for small
+batches (≥ 5 studies per bin on average).
 """
 
 from __future__ import annotations
@@ -17,22 +20,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["population_stability_index", "drift_report", "PSI_MODERATE", "PSI_MAJOR"]
+__all__ = ["population_stability_index", "drift_report", "PSI_MODERATE", "PSI_MAJOR", "MIN_PSI_N"]
 
 PSI_MODERATE = 0.1
 PSI_MAJOR = 0.25
+MIN_PSI_N = 20
+SMD_SCALE = 4.0
 _INTENSITY_KEYS = ("mean", "std", "p05", "p95")
 
 
 def population_stability_index(reference: Sequence[float], current: Sequence[float], *, bins: int = 10,
-                               eps: float = 1e-4) -> float | None:
+                               min_per_bin: int = 5, pseudo_count: float = 0.5) -> float | None:
     """PSI of ``current`` against ``reference`` on the reference's quantile bins.
+
+    Small batches get fewer bins (at least ``min_per_bin`` current values per bin on average, 2 bins at least) and
+    every bin count gets ``pseudo_count`` added (additive smoothing), so a handful of studies does not read as a
+    "major shift" just because most deciles are empty.
 
     Args:
         reference: reference sample (N,).
         current: current sample (M,).
-        bins: number of quantile bins of the reference (ties merged).
-        eps: floor for empty-bin fractions.
+        bins: number of quantile bins of the reference for large batches (ties merged).
+        min_per_bin: fewer bins when M / bins would fall below this.
+        pseudo_count: added to every bin count of both samples.
 
     Returns:
         PSI ≥ 0, or None when either sample is empty after dropping NaN.
@@ -42,10 +52,13 @@ def population_stability_index(reference: Sequence[float], current: Sequence[flo
     ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
     if ref.size == 0 or cur.size == 0:
         return None
-    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    p = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=edges.size + 1) / ref.size
-    q = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1) / cur.size
-    p, q = np.maximum(p, eps), np.maximum(q, eps)
+    n_bins = int(max(2, min(bins, min(ref.size, cur.size) // max(1, min_per_bin))))
+    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]))
+    k = edges.size + 1
+    p = (np.bincount(np.searchsorted(edges, ref, side="right"), minlength=k) + pseudo_count) / (ref.size
+                                                                                                + pseudo_count * k)
+    q = (np.bincount(np.searchsorted(edges, cur, side="right"), minlength=k) + pseudo_count) / (cur.size
+                                                                                                + pseudo_count * k)
     return float(np.sum((q - p) * np.log(q / p)))
 
 
@@ -66,6 +79,13 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
 
+def _psi(reference, current) -> float | None:
+    ref, cur = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    if min(np.isfinite(ref).sum(), np.isfinite(cur).sum()) < MIN_PSI_N:
+        return None
+    return population_stability_index(ref, cur)
+
+
 def drift_report(reference: dict, *, labels: Sequence[str], probs: np.ndarray, intensity: Sequence[dict],
                  image_present: Sequence[bool], note_present: Sequence[bool]) -> dict:
     """The ``drift.json`` content.
@@ -81,13 +101,13 @@ def drift_report(reference: dict, *, labels: Sequence[str], probs: np.ndarray, i
 
     Returns:
         JSON-ready dict with per-label score PSI, per-statistic intensity PSI and SMD, presence fractions and the
-        overall ``drift_score`` (max PSI) with its ``level``.
+        overall ``drift_score`` (max of every PSI and |SMD| / 4) with its ``level``.
     """
     probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(labels))  # (N, C)
     ref_scores = reference.get("scores", {}) or {}
     scores = {}
     for c, lab in enumerate(labels):
-        psi = population_stability_index(ref_scores.get(lab, []), probs[:, c])
+        psi = _psi(ref_scores.get(lab, []), probs[:, c])
         scores[lab] = {"psi": _r(psi), "level": _level(psi), "n_reference": len(ref_scores.get(lab, [])),
                        "mean_reference": _r(float(np.mean(ref_scores[lab]))) if ref_scores.get(lab) else None,
                        "mean_current": _r(float(np.mean(probs[:, c]))) if probs.shape[0] else None}
@@ -96,8 +116,9 @@ def drift_report(reference: dict, *, labels: Sequence[str], probs: np.ndarray, i
     for k in _INTENSITY_KEYS:
         ref = np.asarray(ref_int.get(k, []), dtype=np.float64)
         cur = np.asarray([s[k] for s in intensity if s and k in s], dtype=np.float64)
-        psi = population_stability_index(ref, cur)
-        inten[k] = {"psi": _r(psi), "level": _level(psi), "smd": _r(_smd(ref, cur)),
+        psi = _psi(ref, cur)
+        smd = _smd(ref, cur)
+        inten[k] = {"psi": _r(psi), "level": _level(max(psi or 0.0, abs(smd or 0.0) / SMD_SCALE)), "smd": _r(smd),
                     "mean_reference": _r(float(ref.mean())) if ref.size else None,
                     "mean_current": _r(float(cur.mean())) if cur.size else None}
     ref_pres = reference.get("modalities_present", {}) or {}
@@ -107,14 +128,15 @@ def drift_report(reference: dict, *, labels: Sequence[str], probs: np.ndarray, i
         "note": {"reference": _r(ref_pres.get("note")),
                  "current": _r(float(np.mean(note_present))) if len(note_present) else None},
     }
-    psis = [v["psi"] for v in scores.values() if v["psi"] is not None] + \
-        [v["psi"] for v in inten.values() if v["psi"] is not None]
     score_psis = [v["psi"] for v in scores.values() if v["psi"] is not None]
     input_psis = [v["psi"] for v in inten.values() if v["psi"] is not None]
-    overall = max(psis) if psis else None
+    smds = [abs(v["smd"]) for v in inten.values() if v["smd"] is not None]
+    parts = score_psis + input_psis + [m / SMD_SCALE for m in smds]
+    overall = max(parts) if parts else None
     return {
-        "method": "population stability index on the reference's decile bins (eps 1e-4); "
-                  "SMD = (mean_current - mean_reference) / sd_reference",
+        "method": "PSI on the reference's quantile bins (10, fewer for < 50 studies; +0.5 per bin; only with >= "
+                  f"{MIN_PSI_N} values on both sides); SMD = (mean_current - mean_reference) / sd_reference; "
+                  f"drift_score = max(every PSI, every |SMD| / {SMD_SCALE:g})",
         "thresholds": {"moderate": PSI_MODERATE, "major": PSI_MAJOR},
         "n_studies": int(probs.shape[0]),
         "n_images": int(len([s for s in intensity if s])),
@@ -122,6 +144,8 @@ def drift_report(reference: dict, *, labels: Sequence[str], probs: np.ndarray, i
         "level": _level(overall),
         "score_drift": _r(max(score_psis)) if score_psis else None,
         "input_drift": _r(max(input_psis)) if input_psis else None,
+        "input_shift": _r(max(smds)) if smds else None,
+        "min_n_for_psi": MIN_PSI_N,
         "scores": scores,
         "intensity": inten,
         "modalities_present": presence,

@@ -217,10 +217,12 @@ class StudyChunks(Dataset):
     def __len__(self) -> int:
         return len(self.chunks)
 
+    def _decode(self, study: StudyInput) -> DecodedStudy:
+        return decode_study(study, builder=self.builder, scope=self.scope, salt=self.salt,
+                            max_file_bytes=self.max_file_bytes, max_pixels=self.max_pixels)
+
     def __getitem__(self, index: int) -> list[DecodedStudy]:
-        return [decode_study(s, builder=self.builder, scope=self.scope, salt=self.salt,
-                             max_file_bytes=self.max_file_bytes, max_pixels=self.max_pixels)
-                for s in self.chunks[index]]
+        return [self._decode(s) for s in self.chunks[index]]
 
 
 def _identity(x):
@@ -234,17 +236,63 @@ def _worker_init(_: int) -> None:
     warnings.filterwarnings("ignore", message="note of .* characters needs")
 
 
-def iter_decoded(dataset: StudyChunks, *, workers: int, prefetch: int = 4) -> Iterator[DecodedStudy]:
-    """Decoded studies in input order; decoding runs in ``workers`` processes (0 = in this process)."""
+_GUARDED: StudyChunks | None = None  # set before forking the guarded fallback workers (fork start method)
+
+
+def _decode_guarded(study: StudyInput) -> DecodedStudy:
+    assert _GUARDED is not None
+    return _GUARDED._decode(study)
+
+
+def _failed_study(study: StudyInput, failure) -> DecodedStudy:
+    """A study whose decode worker crashed or ran past its deadline: every readable file gets ``decode_error``."""
+    detail = f"worker_{failure.reason}:{failure.detail}"
+    files = [FileResult(h.rel, h.status, h.detail, h.message) if h.status != Status.OK.value
+             else FileResult(h.rel, Status.DECODE_ERROR.value, detail, "decoder crashed or exceeded the deadline")
+             for h in study.files]
+    has_note = bool(study.note and study.note.strip())
+    return DecodedStudy(study=study, sample=None, files=files, status="not_scored",
+                        detail=f"{detail}" + ("" if has_note else ";no_note"))
+
+
+def iter_decoded(dataset: StudyChunks, *, workers: int, prefetch: int = 4, file_timeout_s: float = 30.0,
+                 ) -> Iterator[DecodedStudy]:
+    """Decoded studies in input order; decoding runs in ``workers`` DataLoader processes (0 = in this process).
+
+    If a DataLoader worker dies (a C decoder crash) or stalls past the deadline, the studies not yet delivered are
+    decoded by :func:`clinmm.io.worker.guarded_map` instead — one study per worker call with a per-study deadline —
+    so the bad file costs one ``decode_error`` row, not the run. Its studies come out in completion order.
+    """
     if workers <= 0:
         for i in range(len(dataset)):
             yield from dataset[i]
         return
+    chunk = max((len(c) for c in dataset.chunks), default=1)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
                         prefetch_factor=prefetch, worker_init_fn=_worker_init, persistent_workers=False,
+                        timeout=max(120.0, file_timeout_s * chunk * 4),
                         multiprocessing_context="fork" if os.name == "posix" else None)
-    for chunk in loader:
-        yield from chunk
+    done: set[int] = set()
+    try:
+        for items in loader:
+            for d in items:
+                done.add(d.study.index)
+                yield d
+        return
+    except RuntimeError as err:  # "DataLoader worker ... exited unexpectedly" / "timed out"
+        logger.warning("a decode worker failed (%s); decoding the remaining studies one by one with deadlines",
+                       type(err).__name__)
+    from clinmm.io.worker import guarded_map
+
+    global _GUARDED
+    _GUARDED = dataset
+    rest = [s for c in dataset.chunks for s in c if s.index not in done]
+    try:
+        for _, d in guarded_map(_decode_guarded, rest, on_failure=_failed_study, workers=workers,
+                                deadline_s=file_timeout_s * 4, start_method="fork"):
+            yield d
+    finally:
+        _GUARDED = None
 
 
 def make_batches(items: Sequence[DecodedStudy], batch_size: int) -> list[list[DecodedStudy]]:

@@ -36,7 +36,7 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_data):
-    """Untrained seeded model; reference stats from site_a/site_b images and their (untrained) scores."""
+    """Untrained seeded model; reference stats from the train split's site_a/site_b studies and their scores."""
     import torch
 
     from clinmm.calibration import LabelCalibration
@@ -56,7 +56,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_data):
     builder = SampleBuilder(data_config=cfg.data, tokenizer=model.text_encoder.note_tokenizer())
     samples = []
     for r in manifest.records:
-        if r.extra.get("site") == "site_c" or r.extra.get("modality") == "CT":
+        if r.split != "train" or r.extra.get("site") == "site_c" or r.extra.get("modality") == "CT":
             continue
         samples.append(builder.build(r.image_path, r.note_text, key=r.study_id))
     with torch.inference_mode():
