@@ -148,6 +148,30 @@ def report(
 
 
 @app.command()
+def explain(
+    model: Annotated[Path, typer.Option(help="Checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="Output folder (PNG per label, note.html, explanation.json).")],
+    study: Annotated[Optional[Path], typer.Argument(help="DICOM file or series folder (omit for a note only).")] = None,
+    note: Annotated[Optional[Path], typer.Option(help="Text file with the study's clinical note.")] = None,
+    method: Annotated[Optional[list[str]], typer.Option(help="attention (default), gradcam, gradcam++, "
+                                                            "integrated_gradients; repeatable.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Explain one study: heatmap overlay per label, the note with highlighted words, and the numbers as JSON."""
+    _setup(verbose)
+    from clinmm.errors import ClinmmError
+    from clinmm.explain.run import explain_study
+
+    try:
+        text = note.read_text(encoding="utf-8") if note else None
+        result = explain_study(model, study, note=text, out=out, methods=tuple(method or ("attention",)), device=device)
+    except (ClinmmError, ValueError, OSError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps({"out": str(result.out), "files": result.files}, indent=2))
+
+
+@app.command()
 def dashboard(
     scores: Annotated[Optional[Path], typer.Option(help="A `clinmm score` output folder.")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint directory (case view, model card).")] = None,
