@@ -215,6 +215,37 @@ def data_indiana(
     typer.echo(str(path))
 
 
+@app.command("pretrain-text")
+def pretrain_text(
+    notes: Annotated[Path, typer.Option(help="CSV of notes (e.g. a manifest).")],
+    out: Annotated[Path, typer.Option(help="Output directory: a text encoder usable as text.path.")],
+    column: Annotated[
+        Optional[list[str]], typer.Option(help="Text column(s), joined per row (default: note_text).")
+    ] = None,
+    base: Annotated[Optional[Path], typer.Option(help="Starting encoder directory (default: packaged MiniLM).")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the notes.")] = 1,
+    max_length: Annotated[int, typer.Option(help="Tokens per training window.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
+    max_seconds: Annotated[float, typer.Option(help="Stop after this many seconds (0 = no limit).")] = 0.0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed (held-out split, masking, order).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Masked-language-model domain pretraining of the text encoder on a notes corpus (held-out loss reported)."""
+    _setup(verbose)
+    from clinmm.errors import ClinmmError
+    from clinmm.text.pretrain import pretrain_from_csv
+
+    try:
+        result = pretrain_from_csv(notes, out, columns=column or ["note_text"], base_path=base, epochs=epochs,
+                                   max_length=max_length, batch_size=batch_size, lr=lr, max_seconds=max_seconds,
+                                   device=device, seed=seed)
+    except (ClinmmError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(result.__dict__, indent=2))
+
+
 @app.command("sample-data")
 def sample_data(
     out: Annotated[Path, typer.Argument(help="Output folder (must be empty unless --overwrite).")],

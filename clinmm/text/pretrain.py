@@ -29,7 +29,7 @@ import torch
 from clinmm.errors import ManifestError, TextModelError
 from clinmm.models.text import resolve_text_model_path
 
-__all__ = ["PretrainResult", "pretrain_mlm", "read_notes_csv", "mlm_loss"]
+__all__ = ["PretrainResult", "pretrain_mlm", "pretrain_from_csv", "read_notes_csv", "mlm_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,3 +245,17 @@ def pretrain_mlm(
             "batch_size": batch_size, "lr": lr, "mlm_probability": mlm_probability, "seed": seed}
     (out / "pretrain.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return result
+
+
+def pretrain_from_csv(
+    notes_csv: str | Path, out: str | Path, *, columns: Sequence[str] = ("note_text",), **kwargs
+) -> PretrainResult:
+    """:func:`read_notes_csv` then :func:`pretrain_mlm` (what ``clinmm pretrain-text`` runs).
+
+    Args:
+        notes_csv: CSV with the note column(s), e.g. a manifest or ``clinmm data indiana``'s ``manifest.csv``.
+        out: output encoder directory.
+        columns: text columns joined per row.
+        **kwargs: passed to :func:`pretrain_mlm` (``base_path``, ``epochs``, ``max_length``, ``device`` ...).
+    """
+    return pretrain_mlm(read_notes_csv(notes_csv, columns=columns), out, **kwargs)
