@@ -188,6 +188,7 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
                     {k: round(v, 3) for k, v in aurocs["full"].items()})
         if method == "cross_attention":
             _save_fused(out, model, cfg, labels, text_encoder if cache_text else None, fitted)
+        result.checks = _checks(result, labels, out, n_boot=n_boot, seed=config.train.seed)
         _write(out, result, labels)
     result.checks = _checks(result, labels, out, n_boot=n_boot, seed=config.train.seed)
     result.setup["seconds_total"] = round(time.perf_counter() - t0, 1)

@@ -67,7 +67,7 @@ def make_samples(tokenizer, n: int, *, seed: int = 0, image_size: int = 32, spat
         if y[2] == 1:
             words.insert(int(rng.integers(0, 3)), "Persistent fever noted.")
         if long_note_every and i % long_note_every == 0:
-            words = words * 4
+            words = words * 3
         text = " ".join(words)
         no_image = missing and i % 7 == 3
         no_note = missing and i % 6 == 2
