@@ -44,7 +44,8 @@ NEGATION_TERMS = {  # label column → phrases a report would use
     "label_markings": ["increased interstitial markings"],
     "label_aorta": ["tortuous aorta"],
 }
-POS_TEMPLATES = ["FINDINGS: There is {x}.", "FINDINGS: {X}. IMPRESSION: {X}.", "IMPRESSION: Findings consistent with {x}."]
+POS_TEMPLATES = ["FINDINGS: There is {x}.", "FINDINGS: {X}. IMPRESSION: {X}.",
+                 "IMPRESSION: Findings consistent with {x}."]
 NEG_TEMPLATES = ["FINDINGS: There is no {x}.", "FINDINGS: No {x}. IMPRESSION: No {x}.",
                  "IMPRESSION: No evidence of {x}."]
 
@@ -94,7 +95,8 @@ def bootstrap_auroc(y, p, *, n_boot, seed, p_ref=None):
     reps = np.stack(reps)  # (C, R)
     macro = float(np.mean([out["per_label"][c]["auroc"] for c in range(C)]))
     macro_r = np.nanmean(reps, 0)  # (R,)
-    out["macro"] = {"auroc": macro, "ci": [float(np.nanpercentile(macro_r, 2.5)), float(np.nanpercentile(macro_r, 97.5))]}
+    out["macro"] = {"auroc": macro,
+                    "ci": [float(np.nanpercentile(macro_r, 2.5)), float(np.nanpercentile(macro_r, 97.5))]}
     if p_ref is not None:
         ref_r = np.nanmean(np.stack(reps_ref), 0)
         diff = macro_r - ref_r
@@ -111,7 +113,8 @@ def run_text_branch(name, df, labels, column, *, path, max_length, stride, freez
 
     from clinmm.config import TextEncoderConfig
     from clinmm.models.text import TextEncoder
-    from clinmm.text.classifier import TextClassifier, cache_frozen_states, encode_notes, fit_text_classifier, predict_proba
+    from clinmm.text.classifier import (TextClassifier, cache_frozen_states, encode_notes, fit_text_classifier,
+                                        predict_proba)
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -211,6 +214,8 @@ def main(argv=None) -> int:
     settings = {"note": ("note_text", args.note_max_length, 8), "report": ("report_text", args.report_max_length, 32)}
     baselines = {}
     for setting, (column, max_len, stride) in settings.items():
+        if setting not in stages and not (setting == "note" and "mlm" in stages):
+            continue
         t0 = time.monotonic()
         p_base, C, predict = tfidf_lr(parts["train"][column].tolist(), y["train"], parts["val"][column].tolist(),
                                       y["val"], parts["test"][column].tolist())
@@ -245,7 +250,8 @@ def main(argv=None) -> int:
         corpus = lambda d: ["\n".join(x for x in (r.indication, r.report_text) if x.strip())  # noqa: E731
                             for r in d.itertuples()]
         mlm_dir = out_path.parent / "minilm_indiana_mlm"
-        pr = pretrain_mlm(corpus(pd.concat([parts["train"], parts["val"]])), mlm_dir, heldout_notes=corpus(parts["test"])[: args.mlm_heldout],
+        pr = pretrain_mlm(corpus(pd.concat([parts["train"], parts["val"]])), mlm_dir,
+                          heldout_notes=corpus(parts["test"])[: args.mlm_heldout],
                           max_length=128, epochs=args.mlm_epochs, batch_size=16, lr=5e-5, max_seconds=args.mlm_seconds,
                           seed=args.seed)
         results["mlm"] = {"pretrain": pr.__dict__}

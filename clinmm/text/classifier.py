@@ -246,10 +246,12 @@ def fit_text_classifier(
     opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
     total = max(1, epochs * len(sampler))
     warm = max(1, int(warmup_frac * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm)))),
-    )
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     pw = None
     if pos_weight:
         pos = np.nansum(y_train, 0)

@@ -3,9 +3,9 @@
 all-MiniLM-L6-v2 ships as a bare ``BertModel`` (sentence-embedding checkpoint) without the MLM head. We load it with
 ``AutoModelForMaskedLM`` from the encoder directory: the encoder weights are taken as they are, the prediction head's
 decoder is tied to the word embeddings (``tie_word_embeddings``) and its transform layer / bias are freshly
-initialised (transformers logs them as "missing" — expected). Training then continues MLM on the notes (15 % of tokens,
-BERT's 80/10/10 replacement, ``DataCollatorForLanguageModeling``). Held-out MLM loss is measured before and after on
-notes not used for training, with the masking fixed by a seed, so the two numbers compare.
+initialised (transformers logs them as "missing" — expected). Training then continues MLM on the notes (15 % of
+tokens, BERT's 80/10/10 replacement, ``DataCollatorForLanguageModeling``). Held-out MLM loss is measured before and
+after on notes not used for training, with the masking fixed by a seed, so the two numbers compare.
 
 The output directory holds ``config.json`` + ``model.safetensors`` (``BertForMaskedLM`` weights; ``AutoModel`` loads the
 encoder part and drops the head) + tokenizer files + ``pretrain.json`` (metrics, settings): a valid

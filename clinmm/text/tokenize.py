@@ -5,8 +5,8 @@ most ``max_length`` tokens (each ``[CLS] … [SEP]``), consecutive windows shari
 fast tokenizer's ``return_overflowing_tokens=True, stride=…, return_offsets_mapping=True``. Only notes longer than
 ``max_chunks`` windows lose their tail, with a warning.
 
-Every real token of the note appears in one or more windows; ``keep`` marks exactly one copy of each — the copy that is
-most central in its window (most context on both sides); ties go to the earlier window. Special tokens are not kept,
+Every real token of the note appears in one or more windows; ``keep`` marks exactly one copy of each — the copy that
+is most central in its window (most context on both sides); ties go to the earlier window. Special tokens are not kept,
 except the first window's ``[CLS]``. Fusion attends over kept tokens only, so a token is never counted twice, and
 ``offsets`` map every kept token back to a character span of the original text.
 

@@ -1,4 +1,4 @@
-"""TextEncoder: shapes, padding invariance, empty notes, attentions, load-by-path, offline hub-name error, save/rebuild."""
+"""TextEncoder: shapes, padding invariance, empty notes, attentions, load by path, offline hub-name error, rebuild."""
 
 from __future__ import annotations
 

@@ -52,7 +52,8 @@ def test_parse_and_manifest_from_small_archive(tmp_path):
     assert reports[1].report_id == "10"
     assert reports[0].sections["indication"] == "cough 1"
     for r in reports:  # "lung/…" twice collapses to one "lung"; part before the first "/", lower-cased
-        assert all(t == t.lower() and "/" not in t for t in r.mesh_major) and len(set(r.mesh_major)) == len(r.mesh_major)
+        assert all(t == t.lower() and "/" not in t for t in r.mesh_major)
+        assert len(set(r.mesh_major)) == len(r.mesh_major)
     path = write_indiana_manifest(tmp_path / "out", archive=arc, n_labels=3)
     rows = list(csv.DictReader(path.open()))
     assert len(rows) == 20 and rows[0]["image_path"] == "" and rows[0]["note_text"] == "cough 1"

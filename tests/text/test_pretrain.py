@@ -41,6 +41,7 @@ def tiny_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_heldout_loss_and_output_loads(tiny_dir, tmp_path):
     out = tmp_path / "adapted"
     res = pretrain_mlm(_corpus(300, 0), out, base_path=tiny_dir, heldout_notes=_corpus(40, 1), max_length=32,
@@ -54,6 +55,16 @@ def test_pretraining_lowers_heldout_loss_and_output_loads(tiny_dir, tmp_path):
     w_new = enc.model.embeddings.word_embeddings.weight
     w_old = base.model.embeddings.word_embeddings.weight
     assert w_new.shape == w_old.shape and not torch.allclose(w_new, w_old)  # weights adapted, architecture kept
+
+
+def test_few_steps_write_a_loadable_encoder(tiny_dir, tmp_path):
+    out = tmp_path / "adapted"
+    res = pretrain_mlm(_corpus(40, 0), out, base_path=tiny_dir, max_length=32, batch_size=8, max_steps=2, seed=0)
+    assert res.steps == 2 and res.n_heldout == 4 and res.heldout_loss_before > 0
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
+    enc = TextEncoder.from_config(TextEncoderConfig(path=str(out), max_length=32, stride=8))
+    assert enc.hidden_size == 64
 
 
 def test_read_notes_csv(tmp_path):

@@ -14,7 +14,8 @@ from clinmm.text.tokenize import NoteTokenizer, collate_notes  # noqa: E402
 
 NOTE = (
     "INDICATION:  63-year-old  with cough and fever.\n\nFINDINGS: The heart size is normal. No pleural effusion or "
-    "pneumothorax. Mild bibasilar atelectasis. Café-au-lait spots noted.\tIMPRESSION: No acute cardiopulmonary process."
+    "pneumothorax. Mild bibasilar atelectasis. Café-au-lait spots noted.\tIMPRESSION: No acute cardiopulmonary "
+    "process."
 )
 
 
