@@ -464,13 +464,17 @@ def window_display(values: np.ndarray, center: float, width: float, function: st
     ten times the rest of the pipeline, which matters for ``clinmm inspect`` throughput.
     """
     x = np.asarray(values, dtype=np.float64)
-    if function == "LINEAR":
-        if width < 1:
+    if function in ("LINEAR", "LINEAR_EXACT"):
+        exact = function == "LINEAR_EXACT"
+        if (exact and width <= 0) or (not exact and width < 1):
             return None
-        return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0) if width > 1 else \
-            (x > center - 0.5).astype(np.float64)
-    if function == "LINEAR_EXACT":
-        return None if width <= 0 else np.clip((x - center) / width + 0.5, 0.0, 1.0)
+        if not exact and width == 1:
+            return (x > center - 0.5).astype(np.float64)
+        c, w = (center, width) if exact else (center - 0.5, width - 1.0)
+        y = x * (1.0 / w)  # one temporary, then in place: y = (x - c) / w + 0.5, clipped to [0, 1]
+        y += 0.5 - c / w
+        np.clip(y, 0.0, 1.0, out=y)
+        return y
     if function == "SIGMOID":
         if width <= 0:
             return None
