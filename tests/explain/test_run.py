@@ -1,0 +1,51 @@
+"""``clinmm explain``: PNG per label, note HTML, JSON of numbers; errors exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from clinmm.cli import app
+
+
+def _dicom(path):
+    from clinmm.data.synthetic.dicom_writer import DicomStudyInfo, RadiographEncoding, write_radiograph
+    from clinmm.data.synthetic.generate import SITES
+
+    info = DicomStudyInfo(seed=2, study_id="T2", patient_id="P2", patient_name="SYNTHETIC^P2", sex="M",
+                          birth_date="19600101", age_years=64, study_date="20240202", study_time="101000",
+                          accession="ACC2", site=SITES[1])
+    img = np.full((90, 72), 0.3)
+    img[20:30, 15:25] = 0.9
+    write_radiograph(path, img, info=info, encoding=RadiographEncoding(modality="DX", view="PA",
+                                                                       photometric="MONOCHROME1"))
+
+
+def test_cli_explain_writes_overlays_note_and_json(tiny_checkpoint, tmp_path):
+    study = tmp_path / "study.dcm"
+    _dicom(study)
+    note = tmp_path / "note.txt"
+    note.write_text("History: <b>febrile</b> overnight, no dyspnoea.", encoding="utf-8")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["explain", "--model", str(tiny_checkpoint), "--out", str(out), str(study),
+                                   "--note", str(note), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    files = json.loads(res.stdout[res.stdout.index("{"):])["files"]
+    assert "attention/nodule.png" in files and "attention/note.html" in files
+    data = json.loads((out / "attention" / "explanation.json").read_text())
+    assert data["method"] == "attention" and len(data["labels"]) == 5
+    first = data["labels"][0]
+    assert first["image"]["shape"] == [90, 72]  # the original DICOM grid
+    assert set(first["modality_share"]) == {"image", "text"}
+    html = (out / "attention" / "note.html").read_text()
+    assert "<b>febrile" not in html and "&lt;b&gt;" in html
+    assert (out / "attention" / "nodule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_explain_bad_model_exits_2(tmp_path):
+    res = CliRunner().invoke(app, ["explain", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+                                   "--device", "cpu"])
+    assert res.exit_code == 2
+    assert "error:" in res.output
