@@ -164,6 +164,12 @@ def test_bootstrap_metrics_points_equal_sklearn_and_cis_are_sane():
     again = bootstrap_metrics(y_true=y, y_score=s, thresholds=th, patient_ids=pid, labels=["a", "b", "c"],
                               n_boot=300, seed=1)
     assert again.per_label["b"]["auroc"] == res.per_label["b"]["auroc"]
+    # pinned intervals (seed 1): any change to the resampling scheme shows up here
+    assert res.per_label["a"]["auroc"].lower == pytest.approx(0.7145997269470679, abs=1e-12)
+    assert res.per_label["a"]["auroc"].upper == pytest.approx(0.8253693200239538, abs=1e-12)
+    assert res.per_label["c"]["npv"].lower == pytest.approx(0.7421593919955376, abs=1e-12)
+    assert res.macro["auprc"].lower == pytest.approx(0.6300257632018079, abs=1e-12)
+    assert res.micro["f1"].upper == pytest.approx(0.5728934151785714, abs=1e-12)
 
 
 def test_bootstrap_auroc_interval_close_to_delong():
