@@ -63,14 +63,26 @@ def train(
     fusion: Annotated[Optional[str], typer.Option(help="Override fusion.method.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Override train.device (auto, cpu, cuda).")] = None,
-    resume: Annotated[bool, typer.Option(help="Resume from OUT/last_state if present.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/.train_state (saved every epoch).")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(help="A `clinmm pretrain-contrastive` output to start "
+                                                           "the encoders from.")] = None,
+    text_lora: Annotated[bool, typer.Option(help="Fine-tune the text encoder with LoRA adapters (peft).")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train a fused image + note model and write a self-describing checkpoint directory."""
+    """Train a fused image + note model and write a self-describing checkpoint directory.
+
+    Multi-GPU / multi-process: `torchrun --nproc_per_node N $(which clinmm) train ...` (DDP; gloo on CPU).
+    """
     _setup(verbose)
     from clinmm.config import ClinmmConfig, demo_config, load_config
     from clinmm.errors import ClinmmError
     from clinmm.train import train as train_model
+    from clinmm.training.ddp import DistContext
+
+    # torchrun's environment (read here, never in the library)
+    dist = DistContext(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
     base = demo_config() if demo else ClinmmConfig()
     try:
@@ -81,7 +93,10 @@ def train(
             cfg.train.epochs = epochs
         if device:
             cfg.train.device = device
-        result = train_model(manifest, out, config=cfg, resume=resume)
+        if text_lora:
+            cfg.text.lora = True
+        result = train_model(manifest, out, config=cfg, resume=resume, init_from=init_from, dist=dist,
+                             progress=progress)
     except ClinmmError as err:
         _fail(str(err))
     typer.echo(json.dumps(result.summary(), indent=2))
@@ -303,6 +318,72 @@ def inspect(
     salt = salt_file or (Path(os.environ["CLINMM_SALT_FILE"]) if os.environ.get("CLINMM_SALT_FILE") else None)
     summary = run_inspect(path, out_csv=out, workers=workers, deadline_s=deadline, salt_file=salt, progress=progress)
     typer.echo(summary.format())
+
+
+@app.command("pretrain-contrastive")
+def pretrain_contrastive(
+    manifest: Annotated[Path, typer.Option(help="Manifest with paired studies (train: pretraining, test: recall).")],
+    out: Annotated[Path, typer.Option(help="Output directory (use it with `clinmm train --init-from`).")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML config; overrides the defaults.")] = None,
+    demo: Annotated[bool, typer.Option(help="Start from the CPU demo configuration.")] = False,
+    epochs: Annotated[int, typer.Option(help="Passes over the paired training studies.")] = 5,
+    text_lora: Annotated[bool, typer.Option(help="Train the text encoder through LoRA adapters (peft).")] = False,
+    max_train: Annotated[Optional[int], typer.Option(help="Use only the first N training studies.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Override train.device.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """CLIP-style image-note contrastive pretraining (InfoNCE); prints retrieval recall@K before and after."""
+    _setup(verbose)
+    from clinmm.config import ClinmmConfig, demo_config, load_config
+    from clinmm.contrastive import pretrain_contrastive as run
+    from clinmm.errors import ClinmmError
+
+    base = demo_config() if demo else ClinmmConfig()
+    try:
+        cfg = load_config(config, base=base) if config else base
+        if device:
+            cfg.train.device = device
+        result = run(manifest, out, config=cfg, epochs=epochs, text_lora=text_lora, max_train=max_train)
+    except (ClinmmError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(result.as_dict(), indent=2))
+
+
+@app.command()
+def compare(
+    manifest: Annotated[Path, typer.Option(help="Manifest with train / val / test splits.")],
+    out: Annotated[Path, typer.Option(help="Folder for results.json, ablation.md and test predictions.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML config; overrides the defaults.")] = None,
+    demo: Annotated[bool, typer.Option(help="Start from the CPU demo configuration.")] = False,
+    methods: Annotated[str, typer.Option(help="Comma-separated fusion methods.")] =
+        "cross_attention,concat,gated,image_only,text_only",
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs (the shared budget).")] = None,
+    max_train: Annotated[Optional[int], typer.Option(help="Use only the first N training studies.")] = None,
+    max_val: Annotated[Optional[int], typer.Option(help="Use only the first N validation studies.")] = None,
+    fine_tune_text: Annotated[bool, typer.Option(help="Fine-tune the text encoder as configured instead of "
+                                                      "freezing it and caching its features.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(help="`pretrain-contrastive` output to start from.")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fusion ablation: every method on the same split and budget; test AUROC, paired bootstrap, missing modality."""
+    _setup(verbose)
+    from clinmm.compare import compare as run
+    from clinmm.config import ClinmmConfig, demo_config, load_config
+    from clinmm.errors import ClinmmError
+
+    base = demo_config() if demo else ClinmmConfig()
+    try:
+        cfg = load_config(config, base=base) if config else base
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        result = run(manifest, out, config=cfg, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                     cache_text=not fine_tune_text, max_train=max_train, max_val=max_val, init_from=init_from,
+                     n_boot=n_boot)
+    except ClinmmError as err:
+        _fail(str(err))
+    typer.echo((out / "ablation.md").read_text(encoding="utf-8"))
+    typer.echo(json.dumps(result.checks, indent=2, default=float))
 
 
 def main() -> None:  # pragma: no cover - console entry point convenience
