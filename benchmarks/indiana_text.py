@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-seconds", type=float, default=0.0, help="wall-clock budget per fine-tune (0 = none)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse-mlm", action="store_true", help="reuse an earlier MLM output directory (pretrain.json)")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: keep the first N reports of each split")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -250,10 +251,15 @@ def main(argv=None) -> int:
         corpus = lambda d: ["\n".join(x for x in (r.indication, r.report_text) if x.strip())  # noqa: E731
                             for r in d.itertuples()]
         mlm_dir = out_path.parent / "minilm_indiana_mlm"
-        pr = pretrain_mlm(corpus(pd.concat([parts["train"], parts["val"]])), mlm_dir,
-                          heldout_notes=corpus(parts["test"])[: args.mlm_heldout],
-                          max_length=128, epochs=args.mlm_epochs, batch_size=16, lr=5e-5, max_seconds=args.mlm_seconds,
-                          seed=args.seed)
+        if args.reuse_mlm and (mlm_dir / "pretrain.json").is_file():
+            from types import SimpleNamespace
+
+            pr = SimpleNamespace(**json.loads((mlm_dir / "pretrain.json").read_text())["result"])
+        else:
+            pr = pretrain_mlm(corpus(pd.concat([parts["train"], parts["val"]])), mlm_dir,
+                              heldout_notes=corpus(parts["test"])[: args.mlm_heldout],
+                              max_length=128, epochs=args.mlm_epochs, batch_size=16, lr=5e-5,
+                              max_seconds=args.mlm_seconds, seed=args.seed)
         results["mlm"] = {"pretrain": pr.__dict__}
         save()
         _, p_mlm, info = run_text_branch(

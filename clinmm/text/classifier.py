@@ -119,7 +119,7 @@ def _frozen_batch(cache: Sequence[torch.Tensor] | None, idx: Sequence[int], shap
     if cache is None:
         return None
     B, K, L = shape
-    H = next((cache[i].shape[-1] for i in idx if cache[i].numel()), 1)
+    H = cache[idx[0]].shape[-1]  # empty notes keep a (0, 0, H) entry, so H is always known
     out = torch.zeros(B, K, L, H)  # (B, K, L, H)
     for b, i in enumerate(idx):
         k, l_ = cache[i].shape[:2]

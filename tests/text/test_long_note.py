@@ -106,3 +106,13 @@ def test_phrase_at_the_end_of_a_long_note_is_found(trained):
     # attention mass on the phrase dominates the rest of the (5× longer) note
     mass = sum(s.score for s in spans if s.start >= start)
     assert mass > 0.5
+
+
+def test_cached_prediction_handles_batches_of_empty_notes(trained):
+    notes = encode_notes(trained, [None, "", "There is a large right pleural effusion."])
+    cache = cache_frozen_states(trained, notes)
+    assert cache[0].shape == (0, 0, trained.encoder.hidden_size)
+    p_cached = predict_proba(trained, notes, batch_size=2, cache=cache)[:, 0]
+    p_live = predict_proba(trained, notes, batch_size=2)[:, 0]
+    assert p_cached[0] == p_cached[1]  # no text: the label prior (head bias), never NaN
+    np.testing.assert_allclose(p_cached, p_live, atol=1e-3)  # fp16 cache vs live forward
