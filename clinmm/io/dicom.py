@@ -361,7 +361,8 @@ def _read_header(
         except Exception as err:
             raise _fail(Status.TRUNCATED, type(err).__name__, spath, "cannot read Pixel Data")
         if actual < expected:
-            raise _fail(Status.TRUNCATED, f"pixel_bytes:{actual}<{expected}", spath, "Pixel Data shorter than header says")
+            raise _fail(Status.TRUNCATED, f"pixel_bytes:{actual}<{expected}", spath,
+                        "Pixel Data shorter than the header says")
     return ds
 
 

@@ -9,8 +9,9 @@ would fill the gaps) or gaps differ by more than 10 % otherwise (``non_uniform_s
 Series choice (:func:`choose_series`), in order — the rule that fired is recorded in the provenance:
 
 1. Localizers / scouts (ImageType contains ``LOCALIZER`` or ``SCOUT``) are never chosen while another series exists.
-2. Projection radiography (CR, DX, MG, RF, XA, …): the frontal view — ViewPosition ``PA``, then ``AP``; then any view
-   that is not lateral (``LL``, ``RL``, ``LAT``, ``LATERAL``, ``RLD``, ``LLD``); laterals only when nothing else exists.
+2. Projection radiography (CR, DX, MG, RF, XA, …): the frontal view — ViewPosition ``PA``, then ``AP``; then any
+   view that is not lateral (``LL``, ``RL``, ``LAT``, ``LATERAL``, ``RLD``, ``LLD``); laterals only when nothing
+   else exists.
 3. Cross-sectional (CT, MR, PT, NM): the axial series (|normal·z| ≥ 0.9) with the most slices; then any series with
    the most slices.
 4. Otherwise: the series with the most images.

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import pydicom
-import pytest
 
 from clinmm.errors import IngestError
 from clinmm.io.dicom import ALLOWED_SOP_CLASSES, read_dicom

@@ -139,7 +139,8 @@ def _fuzz(n: int) -> _Harness:
 
     case()
     growth = harness.check_memory()
-    print(f"fuzz: {harness.cases} cases, statuses {dict(sorted(harness.statuses.items()))}, RSS growth {growth:.1f} MiB")
+    statuses = dict(sorted(harness.statuses.items()))
+    print(f"fuzz: {harness.cases} cases, statuses {statuses}, RSS growth {growth:.1f} MiB")
     return harness
 
 

@@ -16,7 +16,6 @@ from clinmm.io.deid import deidentified_meta, deidentify_dataset
 from clinmm.io.keys import load_or_create_salt, study_key
 from clinmm.io.load import load_image
 from clinmm.io.provenance import read_provenance, write_provenance
-from clinmm.io.study import Provenance
 
 
 def test_salt_created_once_with_0600_and_keys_stable(tmp_path: Path) -> None:

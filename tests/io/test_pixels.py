@@ -62,8 +62,9 @@ def test_monochrome1_and_monochrome2_twin_show_the_same_image(tmp_path: Path) ->
     rng = np.random.default_rng(1)
     stored = rng.integers(0, 4096, size=(32, 24)).astype(np.uint16)
     top, c, w = 4095, 1800.0, 1200.0
-    m1 = make_dataset(stored, photometric="MONOCHROME1", bits_stored=12, sop_class=pydicom.uid.DigitalXRayImageStorageForPresentation,
-                      modality="DX", WindowCenter=c, WindowWidth=w)
+    m1 = make_dataset(stored, photometric="MONOCHROME1", bits_stored=12,
+                      sop_class=pydicom.uid.DigitalXRayImageStorageForPresentation, modality="DX",
+                      WindowCenter=c, WindowWidth=w)
     # The twin stores top - v; its window centre mirrors too (c2 = top - c + 1 keeps LINEAR's half-pixel offset).
     m2 = make_dataset((top - stored).astype(np.uint16), photometric="MONOCHROME2", bits_stored=12,
                       sop_class=pydicom.uid.DigitalXRayImageStorageForPresentation, modality="DX",
