@@ -8,7 +8,8 @@ up; each timed study is different, and decoding caches are not reused between re
     HF_HUB_OFFLINE=1 python benchmarks/dashboard_latency.py --model runs/demo/checkpoint \
         --manifest sample_data/demo/manifest.csv --studies 40 --repeat 2
 
-Prints p50 / p95 / mean in milliseconds, the device, the image size and the note length in tokens.
+Prints wall-clock p50 / p95 / mean in milliseconds, CPU time per call (p50 / p95), the machine's load average,
+the device, the image size and the note length in tokens.
 """
 
 from __future__ import annotations
@@ -62,17 +63,21 @@ def main() -> None:
     root = args.manifest.parent
     studies = [(root / r.image_path, r.note_text, r.study_id) for r in rows.itertuples()]
 
+    cpu_times: list[float] = []
+
     def run(study: tuple[Path, str, str]) -> tuple[float, object]:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = live_result(predictor, study[0], study[1], key=study[2])
         if device.type == "cuda":
             torch.cuda.synchronize()
+        cpu_times.append((time.process_time() - cpu_start) * 1000.0)
         return (time.perf_counter() - start) * 1000.0, result
 
     for study in studies[: args.warmup]:
         run(study)
+    cpu_times.clear()
     times, last = [], None
     for _ in range(args.repeat):
         for study in studies:
@@ -92,6 +97,10 @@ def main() -> None:
         "studies": len(studies), "timed_calls": len(times), "model_load_s": round(load_s, 2),
         "p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1),
         "mean_ms": round(statistics.fmean(times), 1), "max_ms": round(max(times), 1),
+        # CPU time of this process per call (all threads): on a shared machine, wall time includes waiting for a core.
+        "cpu_p50_ms": round(float(np.percentile(cpu_times, 50)), 1),
+        "cpu_p95_ms": round(float(np.percentile(cpu_times, 95)), 1),
+        "load_average_1min": round(os.getloadavg()[0], 1), "cpu_count": os.cpu_count(),
     }
     print(json.dumps(figures, indent=2))
     if args.json:
