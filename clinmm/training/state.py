@@ -185,6 +185,7 @@ def load_train_state(out: str | Path, *, fingerprint: str | None = None, restore
     Raises:
         CheckpointError: the state is unreadable or belongs to a different configuration.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(out) / STATE_DIR
@@ -196,7 +197,7 @@ def load_train_state(out: str | Path, *, fingerprint: str | None = None, restore
         best = load_file(str(directory / "best.safetensors"))
         opt_tensors = load_file(str(directory / "optimizer.safetensors"))
         rng_tensors = load_file(str(directory / "rng.safetensors"))
-    except (OSError, ValueError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise CheckpointError(f"{directory}: unreadable training state: {err}") from err
     if meta.get("format") != _FORMAT:
         raise CheckpointError(f"{directory}/state.json: format {meta.get('format')!r}, expected {_FORMAT}")
