@@ -56,6 +56,8 @@ class FileRow:
         view_position: ViewPosition (after the Annex E filter).
         study_key: salted hash of StudyInstanceUID ("" without salt or UID).
         series_key: salted hash of SeriesInstanceUID.
+        geometry: (ImagePositionPatient, ImageOrientationPatient) of a single-frame image, for the series check;
+            not written to the CSV.
     """
 
     path: str
@@ -76,9 +78,11 @@ class FileRow:
     view_position: str = ""
     study_key: str = ""
     series_key: str = ""
+    geometry: tuple | None = field(default=None, repr=False, metadata={"csv": False})
 
 
-ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FileRow))
+#: CSV columns (``geometry`` — position / orientation for the series check — stays in memory only).
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FileRow) if f.metadata.get("csv", True))
 
 
 @dataclass
@@ -102,6 +106,7 @@ class InspectSummary:
     workers: int
     out_csv: str | None = None
     rows: list[FileRow] = field(default_factory=list)
+    series: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def n_ok(self) -> int:
@@ -109,13 +114,18 @@ class InspectSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"root": self.root, "n_files": self.n_files, "counts": self.counts, "seconds": round(self.seconds, 3),
-                "workers": self.workers, "out_csv": self.out_csv}
+                "workers": self.workers, "out_csv": self.out_csv, "series": self.series}
 
     def format(self) -> str:
         """Human-readable status table."""
         width = max(len(s.value) for s in Status)
         lines = [f"{self.n_files} files in {self.seconds:.1f}s ({self.workers} workers)"]
         lines += [f"  {k:<{width}} {v}" for k, v in self.counts.items() if v]
+        if self.series:
+            bad = [s for s in self.series if s["issues"]]
+            lines.append(f"{len(self.series)} series with ok files; {len(bad)} inconsistent")
+            lines += [f"  series {s['series_key'] or '?'} ({s['modality']}, {s['n_files']} files): "
+                      f"{';'.join(s['issues'])}" for s in bad[:20]]
         if self.out_csv:
             lines.append(f"rows written to {self.out_csv}")
         return "\n".join(lines)
@@ -165,6 +175,13 @@ def probe_file(task: tuple[str, str, bytes | None, int, int]) -> FileRow:
             if row.transfer_syntax_uid:
                 row.transfer_syntax = UID(row.transfer_syntax_uid).name
                 row.decoder = ", ".join(decoder_for(row.transfer_syntax_uid)[1])
+            from clinmm.io.dicom import _float_list
+
+            if "PerFrameFunctionalGroupsSequence" not in ds:
+                pos = _float_list(ds.get("ImagePositionPatient", None), 3)
+                ori = _float_list(ds.get("ImageOrientationPatient", None), 6)
+                if pos is not None and ori is not None:
+                    row.geometry = (tuple(pos), tuple(ori))
             if salt:
                 study = str(ds.get("StudyInstanceUID", "") or "")
                 series = str(ds.get("SeriesInstanceUID", "") or "")
@@ -194,14 +211,38 @@ def _failed_row(task: tuple[str, str, bytes | None, int, int], failure: WorkerFa
                    detail=f"worker:{failure.reason}:{failure.detail}", size_bytes=size)
 
 
+def _series_checks(rows: list[FileRow]) -> list[dict[str, Any]]:
+    """Geometry check (:func:`clinmm.io.series.sort_slices`) of every series with more than one ok file."""
+    from clinmm.io.series import sort_slices
+
+    groups: dict[tuple[str, str], list[FileRow]] = {}
+    for row in rows:
+        if row.status == Status.OK.value and row.series_key:
+            groups.setdefault((row.study_key, row.series_key), []).append(row)
+    out = []
+    for (study, series), members in sorted(groups.items()):
+        issues: list[str] = []
+        if len(members) > 1 and all(m.geometry is not None and m.frames in (1, "") for m in members):
+            import numpy as np
+
+            geo = sort_slices([np.asarray(m.geometry[0]) for m in members],  # type: ignore[index]
+                              [np.asarray(m.geometry[1]) for m in members])  # type: ignore[index]
+            issues = geo.issues
+            if len({(m.rows, m.columns) for m in members}) > 1:
+                issues = [*issues, "mixed_shape"]
+        out.append({"study_key": study, "series_key": series, "modality": members[0].modality,
+                    "n_files": len(members), "issues": issues})
+    return out
+
+
 def _write_csv(rows: list[FileRow], out_csv: Path) -> None:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(ROW_FIELDS))
+        writer = csv.DictWriter(fh, fieldnames=list(ROW_FIELDS), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow(dataclasses.asdict(row))
+            writer.writerow({name: getattr(row, name) for name in ROW_FIELDS})
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, out_csv)
@@ -260,6 +301,7 @@ def inspect_folder(
         seconds=time.monotonic() - start,
         workers=workers,
         rows=done,
+        series=_series_checks(done),
     )
     if out_csv is not None:
         _write_csv(done, Path(out_csv))
