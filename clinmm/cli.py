@@ -115,6 +115,7 @@ def score(
     workers: Annotated[Optional[int], typer.Option(help="Decode worker processes.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
     force_scope: Annotated[bool, typer.Option(help="Also score studies outside the model's scope.")] = False,
+    shard_size: Annotated[Optional[int], typer.Option(help="Studies per output shard (resume granularity).")] = None,
     salt_file: Annotated[Optional[Path], typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -127,7 +128,7 @@ def score(
     try:
         options = ScoreOptions(
             notes=notes, explain=explain, sr=sr, engine=engine, batch_size=batch_size, workers=workers,
-            device=device, force_scope=force_scope, salt_file=salt, progress=True,
+            device=device, force_scope=force_scope, salt_file=salt, progress=True, shard_size=shard_size,
             command=" ".join(["clinmm", *__import__("sys").argv[1:]]),
         )
         summary = run_score(input, model, out, options=options)
