@@ -129,6 +129,7 @@ def score(
         options = ScoreOptions(
             notes=notes, explain=explain, sr=sr, engine=engine, batch_size=batch_size, workers=workers,
             device=device, force_scope=force_scope, salt_file=salt, progress=True, shard_size=shard_size,
+            ray_address=os.environ.get("RAY_ADDRESS") or None,
             command=" ".join(["clinmm", *__import__("sys").argv[1:]]),
         )
         summary = run_score(input, model, out, options=options)

@@ -79,7 +79,7 @@ def ray_engine(ctx, todo: list[int], progress) -> Iterator[tuple[int, list, dict
     started = False
     if not ray.is_initialized():
         kwargs = {"address": ctx.options.ray_address} if ctx.options.ray_address else {
-            "num_cpus": max(1, ctx.workers or 1) + 1, "include_dashboard": False}
+            "address": "local", "num_cpus": max(1, ctx.workers or 1) + 1, "include_dashboard": False}
         ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level=logging.WARNING, **kwargs)
         started = True
     try:
