@@ -10,16 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from clinmm.feedback.store import FeedbackError, FeedbackStore
-from dashboards.case_result import CaseResult, remap_spans, scrub_note
+from dashboards.case_result import CaseResult, remap_words, scrub_note
 from dashboards.identity import Identity
-from dashboards.render import (
-    SCRUB_NOTICE,
-    apply_window,
-    highlight_note_html,
-    legend_png,
-    overlay_heatmap,
-    window_presets,
-)
+from dashboards.render import SCRUB_NOTICE, apply_window, legend_png, window_presets
 
 __all__ = ["missing_banners", "image_panel", "probability_panel", "note_panel", "feedback_form"]
 
@@ -64,9 +57,12 @@ def image_panel(volume: Any, result: CaseResult, *, key: str) -> None:
     opacity = h3.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}_opacity", disabled=not show)
     caption = f"{volume.modality} · {pixels.shape[1]}×{pixels.shape[2]} px · slice {index + 1}/{n_slices}"
     if show and label in result.heatmaps and index == result.heat_slice:
-        st.image(overlay_heatmap(gray, result.heatmaps[label], opacity=opacity),
-                 caption=f"{caption} · heatmap: {label}", width="stretch")
-        st.image(legend_png(label=f"attention density, fixed scale (0 = none, 1 = ≥ 8× uniform) — {label}"))
+        from clinmm.explain.render import overlay_rgba
+
+        rgb = overlay_rgba(gray / 255.0, result.heatmaps[label], vmax=result.image_vmax, alpha=opacity)  # (H, W, 3)
+        st.image((rgb * 255 + 0.5).astype(np.uint8), caption=f"{caption} · heatmap: {label}", width="stretch")
+        st.image(legend_png(vmax=result.image_vmax,
+                            label=f"{label}: evidence (× uniform × probability), fixed scale 0–{result.image_vmax:g}"))
     else:
         st.image(gray, caption=caption, width="stretch", clamp=True)
         if show and index != result.heat_slice:
@@ -98,19 +94,18 @@ def probability_panel(result: CaseResult) -> None:
 
 
 def note_panel(note: str, result: CaseResult, *, key: str) -> None:
-    """The scrubbed note with the chosen finding's evidence highlighted (chunk boundaries merged away)."""
+    """The scrubbed note with the chosen finding's evidence words highlighted (fixed scale; chunk seams merged)."""
     if not note:
         return
-    scrubbed, ok = scrub_note(note)
-    if not ok:
-        st.info("The note is hidden: no PHI scrubber (clinmm.text.preprocess) is installed in this environment.")
-        return
+    scrubbed = scrub_note(note)
     st.caption(SCRUB_NOTICE)
-    labels = [l for l in result.labels if result.note_spans.get(l)]
+    labels = [l for l in result.labels if result.note_words.get(l)]
     if labels:
+        from clinmm.explain.render import render_note_html
+
         label = st.selectbox("Highlight evidence for", labels, key=f"{key}_note_label")
-        spans = remap_spans(note, scrubbed, result.note_spans[label])
-        st.html(highlight_note_html(scrubbed, spans))
+        words = remap_words(note, scrubbed, result.note_words[label])
+        st.html(render_note_html(scrubbed, words, label=label, vmax=result.text_vmax, standalone=False))
     else:
         st.text(scrubbed)
 

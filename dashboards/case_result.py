@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +20,10 @@ __all__ = [
     "live_result",
     "scrub_note",
     "remap_spans",
-    "HEAT_DENSITY_MAX",
+    "remap_words",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Heatmaps show attention density relative to uniform attention over the image tokens, on a FIXED scale:
-#: 0 (no attention) … HEAT_DENSITY_MAX × uniform (saturated). No per-image min–max rescaling.
-HEAT_DENSITY_MAX = 8.0
-
 
 @dataclass
 class CaseResult:
@@ -42,9 +37,12 @@ class CaseResult:
         image_present: the model saw an image.
         note_present: the model saw a note.
         source: ``"live"`` (re-scored by the model now) or ``"stored"`` (the scoring output's row).
-        heatmaps: label → (H0, W0) map in [0, 1] on the original pixel grid (fixed scale, see HEAT_DENSITY_MAX).
+        heatmaps: label → (H0, W0) heat on the original pixel grid, in ``clinmm.explain`` units (share relative to
+            uniform × probability), drawn on the fixed scale [0, ``image_vmax``].
         heat_slice: slice of the volume the heatmaps belong to.
-        note_spans: label → [(start, end, weight)] character spans in the ORIGINAL note.
+        note_words: label → the note's words (``clinmm.explain.attention.WordScore``: ORIGINAL-note spans, heat).
+        image_vmax: top of the fixed image colour scale.
+        text_vmax: top of the fixed note colour scale.
         modality_share: label → (image share, text share) of the label query's attention.
         image_status: ingestion status of the image (``ok``, ``missing``, or an error status).
         model_sha256: checkpoint sha256.
@@ -59,7 +57,9 @@ class CaseResult:
     source: str
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     heat_slice: int = 0
-    note_spans: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
+    note_words: dict[str, list[Any]] = field(default_factory=dict)
+    image_vmax: float = 4.0
+    text_vmax: float = 4.0
     modality_share: dict[str, tuple[float, float]] = field(default_factory=dict)
     image_status: str = "ok"
     model_sha256: str = ""
@@ -104,12 +104,17 @@ def _number(value: Any) -> float:
 def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") -> CaseResult:
     """Score and explain one study with a cached :class:`clinmm.inference.Predictor`.
 
+    Explanations come from :func:`clinmm.explain.attention.explain_prediction` (the format scoring and the validation
+    report use): per-label heat on the original pixel grid and per-word heat, both on fixed scales.
+
     Args:
         predictor: the live predictor (its checkpoint's labels, thresholds and calibration are used).
         image: DICOM path, series folder, :class:`clinmm.io.study.ImageVolume`, or None (no image).
         note: the raw note (offsets refer to it), or None / "" (no note).
         key: study key (logged by the predictor on ingestion failures).
     """
+    from clinmm.explain.attention import IMAGE_VMAX, TEXT_VMAX, explain_prediction
+
     sample = predictor.prepare(image, note or None, key=key)
     pred = predictor.predict([sample], explain=True)[0]
     labels = list(pred.labels)
@@ -118,6 +123,7 @@ def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") 
         decisions=np.asarray(pred.decisions).astype(np.int64), thresholds=np.asarray(pred.thresholds, np.float32),
         image_present=bool(pred.image_present), note_present=bool(pred.text_present), source="live",
         image_status=sample.image_status, model_sha256=str(getattr(predictor.loaded, "sha256", "")),
+        image_vmax=IMAGE_VMAX, text_vmax=TEXT_VMAX,
     )
     if hasattr(image, "pixels"):  # an ImageVolume: remember which slice a 2D model read (series: the middle one)
         from clinmm.data.transforms import select_slice
@@ -126,47 +132,26 @@ def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") 
     if pred.modality_share is not None:
         result.modality_share = {l: (float(pred.modality_share[c, 0]), float(pred.modality_share[c, 1]))
                                  for c, l in enumerate(labels)}
-    if pred.image_attention is not None and sample.letterbox is not None and pred.image_present:
-        grid = pred.image_attention  # (C, h, w), each label's share of one softmax over image + text tokens
-        n_tokens = grid.shape[1] * grid.shape[2]
-        for c, label in enumerate(labels):
-            density = grid[c] * n_tokens  # (h, w): 1.0 = uniform attention over the image tokens
-            heat = np.clip(density / HEAT_DENSITY_MAX, 0.0, 1.0)
-            result.heatmaps[label] = np.clip(sample.letterbox.to_original(heat), 0.0, 1.0)  # (H0, W0)
-    if pred.text_attention is not None and pred.text_spans is not None and pred.text_present:
-        spans = np.asarray(pred.text_spans)  # (T, 2)
-        for c, label in enumerate(labels):
-            weights = np.asarray(pred.text_attention[c], dtype=np.float32)  # (T,)
-            result.note_spans[label] = [(int(s), int(e), float(w)) for (s, e), w in zip(spans, weights, strict=True)
-                                        if e > s]
+    if pred.image_attention is None and pred.text_attention is None:
+        return result  # a fusion without attention (concat / gated): probabilities only
+    explanation = explain_prediction(sample, pred)
+    for item in explanation.labels:
+        if item.image is not None and item.image.heat.ndim == 2:
+            result.heatmaps[item.label] = item.image.heat  # (H0, W0) heat units, fixed scale [0, image_vmax]
+        if item.words:
+            result.note_words[item.label] = list(item.words)
     return result
 
 
-def scrub_note(text: str) -> tuple[str, bool]:
-    """Best-effort PHI scrubbing with the text engineer's ``clinmm.text.preprocess`` scrubber.
+def scrub_note(text: str) -> str:
+    """The note for display after best-effort PHI scrubbing (:func:`clinmm.text.preprocess.scrub_phi`).
 
-    Returns:
-        (scrubbed text, True) — or ("", False) when no scrubber is installed: the note is then not shown at all.
+    Dates, phone numbers, IDs and names after "Dr." / "Patient:" become ``[DATE]``, ``[PHONE]``, ``[ID]``,
+    ``[NAME]``. A safety net, not de-identification: pages show :data:`dashboards.render.SCRUB_NOTICE` beside it.
     """
-    if not text:
-        return "", True
-    scrubber = _find_scrubber()
-    if scrubber is None:
-        return "", False
-    out = scrubber(text)
-    return (out.text if hasattr(out, "text") else str(out)), True
+    from clinmm.text.preprocess import scrub_phi
 
-
-def _find_scrubber() -> Callable[[str], Any] | None:
-    try:
-        from clinmm.text import preprocess
-    except ImportError:
-        return None
-    for name in ("scrub_phi", "scrub_note", "scrub"):
-        fn = getattr(preprocess, name, None)
-        if callable(fn):
-            return fn
-    return None
+    return scrub_phi(text).text if text else ""
 
 
 def remap_spans(original: str, scrubbed: str, spans: Sequence[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
@@ -187,3 +172,13 @@ def remap_spans(original: str, scrubbed: str, spans: Sequence[tuple[int, int, fl
         if kept.size == len(inside) and kept.size:  # the whole span survived scrubbing
             out.append((int(kept[0]), int(kept[-1]) + 1, weight))
     return out
+
+
+def remap_words(original: str, scrubbed: str, words: Sequence[Any]) -> list[Any]:
+    """:func:`remap_spans` for ``WordScore`` objects: their spans moved onto the scrubbed note (others dropped)."""
+    if original == scrubbed:
+        return list(words)
+    import dataclasses
+
+    moved = remap_spans(original, scrubbed, [(w.start, w.end, i) for i, w in enumerate(words)])
+    return [dataclasses.replace(words[int(i)], start=s, end=e, text=scrubbed[s:e]) for s, e, i in moved]

@@ -1,14 +1,11 @@
-"""Display helpers for the case view: window/level, heatmap overlay, highlighted note, probability table.
+"""Display helpers for the case view: window presets, window/level, the heatmap legend, the scrubbing notice.
 
-The overlay and note highlighting prefer ``clinmm.explain`` renderers when that module provides them; the small
-versions here keep the same rules (fixed 0..1 scale so a negative study never looks "hot", the colour-blind-safe
-``cividis`` map, a legend, HTML-escaped text).
+Overlays and the highlighted note come from :mod:`clinmm.explain.render` (fixed scales, colour-blind-safe ``cividis``,
+escaped HTML), so the dashboard, ``clinmm explain`` and the validation report draw explanations the same way.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +14,7 @@ __all__ = [
     "WindowPreset",
     "window_presets",
     "apply_window",
-    "overlay_heatmap",
     "legend_png",
-    "highlight_note_html",
     "SCRUB_NOTICE",
 ]
 
@@ -65,34 +60,8 @@ def apply_window(image: np.ndarray, *, center: float, width: float) -> np.ndarra
     return (scaled * 255.0 + 0.5).astype(np.uint8)
 
 
-def _cmap_rgb(values: np.ndarray, cmap: str) -> np.ndarray:
-    from matplotlib import colormaps
-
-    return (colormaps[cmap](np.clip(values, 0.0, 1.0))[..., :3] * 255.0).astype(np.float32)
-
-
-def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, *, opacity: float = 0.45, cmap: str = "cividis") -> np.ndarray:
-    """Blend a heatmap on a grayscale image on a FIXED 0..1 scale (no per-image rescaling).
-
-    Args:
-        gray: (H, W) uint8 display image.
-        heat: (H, W) attribution in [0, 1] on the same grid (values outside are clipped).
-        opacity: maximum blend weight; each pixel's weight is ``opacity * heat``, so cold regions stay unchanged.
-        cmap: matplotlib colour map (``cividis`` is colour-blind safe and monotone in lightness).
-
-    Returns:
-        (H, W, 3) uint8 RGB.
-    """
-    if gray.shape != heat.shape:
-        raise ValueError(f"heatmap shape {heat.shape} does not match image shape {gray.shape}")
-    heat = np.clip(np.nan_to_num(heat.astype(np.float32)), 0.0, 1.0)
-    base = np.repeat(gray[..., None].astype(np.float32), 3, axis=-1)  # (H, W, 3)
-    alpha = (opacity * heat)[..., None]  # (H, W, 1)
-    return (base * (1 - alpha) + _cmap_rgb(heat, cmap) * alpha + 0.5).astype(np.uint8)
-
-
-def legend_png(*, cmap: str = "cividis", label: str = "attention (fixed scale 0–1)") -> bytes:
-    """A horizontal colour bar for the overlay, as PNG bytes."""
+def legend_png(*, vmax: float, label: str, cmap: str = "cividis") -> bytes:
+    """A horizontal colour bar for the overlay on the fixed scale [0, ``vmax``], as PNG bytes."""
     import io
 
     import matplotlib
@@ -103,44 +72,10 @@ def legend_png(*, cmap: str = "cividis", label: str = "attention (fixed scale 0�
     from matplotlib.cm import ScalarMappable
 
     fig, ax = plt.subplots(figsize=(4.0, 0.55), dpi=100)
-    fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), cax=ax, orientation="horizontal")
+    fig.colorbar(ScalarMappable(norm=Normalize(0, vmax), cmap=cmap), cax=ax, orientation="horizontal")
     ax.set_xlabel(label, fontsize=8)
     ax.tick_params(labelsize=7)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
-
-
-def highlight_note_html(text: str, spans: Sequence[tuple[int, int, float]], *, top_k: int = 12) -> str:
-    """The note as HTML with the ``top_k`` most-attributed character spans highlighted (fixed 0..1 opacity scale).
-
-    Args:
-        text: the (scrubbed) note; offsets refer to it.
-        spans: (start, end, weight ≥ 0) character spans; overlapping spans (chunk overlaps) are merged by taking
-            the maximum weight per character, so chunk boundaries are invisible.
-        top_k: number of highlighted spans.
-    """
-    if not text:
-        return ""
-    weight = np.zeros(len(text), dtype=np.float32)
-    ranked = sorted((s for s in spans if s[1] > s[0]), key=lambda s: -s[2])[:top_k]
-    peak = max((w for *_, w in ranked), default=0.0)
-    for start, end, w in ranked:
-        start, end = max(0, int(start)), min(len(text), int(end))
-        # Normalised to the strongest span of this note and label, shown on a fixed 0.15..0.85 opacity scale.
-        weight[start:end] = np.maximum(weight[start:end], (w / peak) if peak > 0 else 0.0)
-    out, i = [], 0
-    while i < len(text):
-        j = i
-        while j < len(text) and weight[j] == weight[i]:
-            j += 1
-        chunk = html.escape(text[i:j]).replace("\n", "<br>")
-        if weight[i] > 0:
-            alpha = 0.15 + 0.7 * float(weight[i])
-            out.append(f'<mark style="background: rgba(0, 114, 178, {alpha:.2f}); color: inherit; '
-                       f'padding: 0 1px;" title="relative attention {weight[i]:.2f}">{chunk}</mark>')
-        else:
-            out.append(chunk)
-        i = j
-    return '<div class="clinmm-note" style="line-height: 1.6;">' + "".join(out) + "</div>"

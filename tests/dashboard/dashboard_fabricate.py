@@ -57,8 +57,8 @@ def fabricate_scores_dir(folder: Path, *, n: int = 6) -> Path:
         image_path = f"dicom/{sid}.dcm" if has_image else ""
         if has_image:
             write_cr(data / image_path, seed=i)
-        note = (f"Patient with cough. Fever to 38.{i} C reported. No dyspnea. Follow-up in clinic." if has_note
-                else "")
+        note = (f"Seen by Dr. Jones on 12/03/2024. Patient with cough. Fever to 38.{i} C reported. No dyspnea."
+                if has_note else "")
         manifest_rows.append({"study_id": sid, "patient_id": f"p{i:03d}", "split": "test", "image_path": image_path,
                               "note_text": note, **{f"label_{l}": "" for l in LABELS}, "sex": "F" if i % 2 else "M",
                               "age_band": "40-60", "site": "A"})

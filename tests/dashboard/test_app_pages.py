@@ -97,6 +97,9 @@ def test_case_view_shows_probabilities_thresholds_and_stores_feedback(
     stored = pd.read_parquet(scores_dir / "predictions.parquet").set_index("study_id").loc["s001"]
     assert table["probability"].tolist() == pytest.approx([stored[f"prob_{l}"] for l in table["finding"]], abs=1e-6)
     assert "clinmm-test-card" in texts(app, "caption")
+    shown_note = texts(app, "text")
+    assert "Fever to 38.1 C reported" in shown_note and "best-effort" in texts(app, "caption")
+    assert "Jones" not in shown_note and "12/03/2024" not in shown_note  # scrubbed for display
     app.radio(key="case_fb_fever").set_value("disagree")
     app.text_input(key="case_fbc_fever").input("wording says afebrile")
     app.radio(key="case_fb_nodule").set_value("agree")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboards.case_result import remap_spans, stored_result
+from dashboards.case_result import remap_spans, remap_words, scrub_note, stored_result
 from dashboards.data import (
     DataError,
     case_source,
@@ -19,7 +19,7 @@ from dashboards.data import (
     load_scores,
     worklist_counts,
 )
-from dashboards.render import apply_window, highlight_note_html, overlay_heatmap, window_presets
+from dashboards.render import apply_window, window_presets
 from dashboards.uploads import UploadError, staged_upload
 
 
@@ -87,23 +87,11 @@ def test_window_and_presets() -> None:
     assert "Lung" not in [p.name for p in window_presets(pixels, "CR")]
 
 
-def test_overlay_uses_a_fixed_scale() -> None:
-    gray = np.full((8, 8), 100, np.uint8)
-    cold = overlay_heatmap(gray, np.zeros((8, 8)), opacity=0.8)
-    assert (cold == 100).all()  # no attention → the image is unchanged (no per-image rescaling)
-    faint = overlay_heatmap(gray, np.full((8, 8), 0.05), opacity=0.8)
-    hot = overlay_heatmap(gray, np.full((8, 8), 1.0), opacity=0.8)
-    assert np.abs(faint.astype(int) - 100).max() < np.abs(hot.astype(int) - 100).max()
-    with pytest.raises(ValueError, match="does not match"):
-        overlay_heatmap(gray, np.zeros((4, 4)))
-
-
-def test_note_highlight_escapes_and_merges_overlaps() -> None:
-    text = "Fever <b>high</b> & dyspnea"
-    html = highlight_note_html(text, [(0, 5, 1.0), (2, 5, 0.4), (20, 27, 0.5)])
-    assert "<b>" not in html and "&lt;b&gt;" in html and "&amp;" in html
-    assert html.count("<mark") == 2  # overlapping chunk spans of "Fever" become one mark
-    assert highlight_note_html("", []) == ""
+def test_note_is_scrubbed_for_display() -> None:
+    note = "Seen by Dr. Jones on 12/03/2024, phone 555-123-4567. Fever since Monday."
+    shown = scrub_note(note)
+    assert "Jones" not in shown and "12/03/2024" not in shown and "Fever since Monday." in shown
+    assert scrub_note("") == ""
 
 
 def test_remap_spans_after_scrubbing() -> None:
@@ -112,6 +100,11 @@ def test_remap_spans_after_scrubbing() -> None:
     fever = original.index("Fever")
     spans = remap_spans(original, scrubbed, [(fever, fever + 5, 0.9), (11, 16, 0.5)])
     assert [(scrubbed[s:e], w) for s, e, w in spans] == [("Fever", 0.9)]  # the name span is dropped
+    from clinmm.explain.attention import WordScore
+
+    words = [WordScore(11, 16, "Smith", 0.5, 1.0), WordScore(fever, fever + 5, "Fever", 0.9, 2.0)]
+    moved = remap_words(original, scrubbed, words)
+    assert [(w.text, scrubbed[w.start:w.end], w.heat) for w in moved] == [("Fever", "Fever", 2.0)]
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
