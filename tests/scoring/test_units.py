@@ -1,0 +1,53 @@
+"""Unit checks of the scoring helpers: PSI, drift report, length bucketing, scope rule, atomic shard store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clinmm.scoring.drift import MIN_PSI_N, drift_report, population_stability_index
+from clinmm.scoring.outputs import ShardStore
+from clinmm.scoring.pipeline import ScopeRule
+
+
+def test_psi_zero_for_same_distribution_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=2000)
+    same = population_stability_index(ref, rng.normal(size=2000))
+    small = population_stability_index(ref, rng.normal(0.3, 1, size=2000))
+    big = population_stability_index(ref, rng.normal(2.0, 1, size=2000))
+    assert same < 0.02 < small < 0.25 < big
+    assert population_stability_index(ref, []) is None
+
+
+def test_drift_report_small_batch_uses_smd_not_psi():
+    rng = np.random.default_rng(1)
+    ref = {"intensity": {k: list(rng.normal(100, 10, 200)) for k in ("mean", "std", "p05", "p95")},
+           "scores": {"a": list(rng.uniform(size=200))}, "modalities_present": {"image": 1.0, "note": 0.9}}
+    n = MIN_PSI_N - 1
+    cur = [{k: float(v) for k in ("mean", "std", "p05", "p95")} for v in rng.normal(150, 10, n)]
+    rep = drift_report(ref, labels=["a"], probs=rng.uniform(size=(n, 1)), intensity=cur, image_present=[True] * n,
+                       note_present=[True] * n)
+    assert rep["intensity"]["mean"]["psi"] is None and rep["intensity"]["mean"]["smd"] == pytest.approx(5, abs=1)
+    assert rep["level"] == "major" and rep["drift_score"] > 1
+    cur = [{k: float(v) for k in ("mean", "std", "p05", "p95")} for v in rng.normal(100, 10, 300)]
+    rep = drift_report(ref, labels=["a"], probs=rng.uniform(size=(300, 1)), intensity=cur, image_present=[True] * 300,
+                       note_present=[True] * 300)
+    assert rep["level"] == "stable" and rep["intensity"]["mean"]["psi"] is not None
+
+
+def test_scope_rule_blank_is_not_a_violation():
+    rule = ScopeRule.from_checkpoint({"modalities": ["CR", "dx"], "views": ["PA"], "body_parts": []})
+    assert rule.violations("DX", "", "") == []
+    assert rule.violations("CT", "LL", "CHEST") == ["modality:CT", "view:LL"]
+
+
+def test_shard_store_is_atomic_and_fingerprinted(tmp_path):
+    store = ShardStore(tmp_path)
+    (store.root / ".tmp-shard-00000-1").mkdir(parents=True)
+    assert store.clean_partial() == 1
+    store.write(0, fingerprint_="abc", rows=[{"x": 0.1 + 0.2}], errors=[], stats=[{"image_stats": None}])
+    assert store.is_done(0, "abc") and not store.is_done(0, "other") and not store.is_done(1, "abc")
+    rows, errors, stats = store.read(0)
+    assert rows == [{"x": 0.1 + 0.2}] and errors == [] and stats == [{"image_stats": None}]  # floats round-trip
+    assert not list(store.root.glob(".tmp-*"))
