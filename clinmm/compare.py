@@ -79,14 +79,19 @@ def paired_bootstrap_delta(y_true: np.ndarray, score_a: np.ndarray, score_b: np.
     known = ~np.isnan(y_true)
     y = y_true[known].astype(int)
     a, b, pid = score_a[known], score_b[known], np.asarray(patient_ids)[known]
+    nan = float("nan")
+    if len(np.unique(y)) < 2:  # AUROC undefined on this split
+        return {"delta": nan, "lower_95_one_sided": nan, "ci95": [nan, nan], "n": int(known.sum()), "n_boot": 0}
     # Stratum: does the patient have any positive study (constant within a patient, as the bootstrap requires).
     pos_patients = set(pid[y == 1])
     strata = np.array([p in pos_patients for p in pid])
     w = patient_bootstrap_weights(pid, strata, n_boot=n_boot, rng=np.random.default_rng(seed))  # (R, n)
     ra, rb = rank_auroc(y, a, w), rank_auroc(y, b, w)  # (R,) each
     diff = ra - rb
-    diff = diff[~np.isnan(diff)]
+    diff = diff[~np.isnan(diff)]  # replicates that drew one class only are dropped
     point = float(rank_auroc(y, a) - rank_auroc(y, b))
+    if diff.size == 0:
+        return {"delta": point, "lower_95_one_sided": nan, "ci95": [nan, nan], "n": int(known.sum()), "n_boot": 0}
     return {"delta": point, "lower_95_one_sided": float(np.percentile(diff, 5)),
             "ci95": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))], "n": int(known.sum()),
             "n_boot": int(diff.size)}

@@ -226,7 +226,7 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
         bar.close()
         history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                        "temperature": float(1.0 / head.logit_scale.exp())})
+                        "temperature": float(1.0 / head.logit_scale.detach().exp())})
         logger.info("contrastive epoch %d: loss %.4f", epoch, history[-1]["loss"])
     seconds["train"] = time.perf_counter() - t_train
     zi, zt = embed_pairs(model, head, test_pairs, image_size=size, pad_id=pad_id, device=device)
