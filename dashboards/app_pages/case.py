@@ -45,6 +45,18 @@ if identity.identified:
     meta += [f"**{k}: {v}**" for k, v in source.identified.items()]
 st.caption(" · ".join(meta))
 
+status = str(row.get("status", "ok"))
+if status != "ok":
+    detail = row.get("detail")
+    detail = f" ({detail})" if isinstance(detail, str) and detail else ""
+    st.error(f"**Not scored in the batch run: {status}{detail}.** Results for this study are outside the model's "
+             "validated use.", icon=":material/block:")
+    if not st.session_state.get(f"force_{study_key}"):
+        if st.button("Score anyway (outside validated use)", key="force_score"):
+            st.session_state[f"force_{study_key}"] = True
+            st.rerun()
+        st.stop()
+
 problem = resources.predictor_error(settings.model)
 image_error = None
 volume = None
@@ -73,5 +85,11 @@ with right:
     probability_panel(result)
 note_panel(source.note_text, result, key="case")
 st.divider()
+previous = store.feedback(study_key=study_key)
+if previous:
+    with st.expander(f"Feedback already given on this study ({len(previous)})"):
+        st.dataframe([{"when": r.created_at.isoformat(timespec="minutes"), "who": r.user, "finding": r.label,
+                       "verdict": r.verdict, "comment": r.comment, "model": r.model_version} for r in previous],
+                     hide_index=True)
 feedback_form(result, store=store, identity=identity, study_key=study_key, study_id=source.study_id,
               model_version=model_version, key="case")

@@ -45,8 +45,8 @@ rows = filter_worklist(table.predictions, label=label, min_prob=min_prob, decisi
                        status=status)
 st.caption(f"{len(rows)} of {len(table.predictions)} studies match.")
 columns = deidentified_columns(rows, identified=identity.identified)
-st.dataframe(
-    rows[columns], hide_index=True, width="stretch", key="wl_table",
+event = st.dataframe(
+    rows[columns], hide_index=True, width="stretch", key="wl_table", on_select="rerun", selection_mode="single-row",
     column_config={f"prob_{l}": st.column_config.ProgressColumn(l, min_value=0.0, max_value=1.0, format="%.2f")
                    for l in table.labels},
 )
@@ -54,7 +54,11 @@ st.dataframe(
 if len(rows):
     keys = rows["study_key"].astype(str).tolist()
     ids = dict(zip(keys, rows["study_id"].astype(str) if "study_id" in rows.columns else keys, strict=True))
-    choice = st.selectbox("Study", keys, key="wl_case", format_func=lambda k: f"{ids[k]} ({k[:10]})")
+    picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    if picked and picked[0] < len(keys):  # a row clicked in the table selects it below
+        st.session_state["wl_case"] = keys[picked[0]]
+    choice = st.selectbox("Study (or click a row above)", keys, key="wl_case",
+                          format_func=lambda k: f"{ids[k]} ({k[:10]})")
     if st.button("Open case", key="open_case", type="primary"):
         st.session_state["clinmm_case"] = choice
         st.switch_page("app_pages/case.py", query_params={"study": choice})

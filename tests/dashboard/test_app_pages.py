@@ -226,3 +226,15 @@ def test_identified_fields_only_for_signed_in_users(
     audit = FeedbackStore(db_url).audit(action="view_identified")
     assert audit and audit[0].who == "dr.b@example.org" and audit[0].target == key
     assert [e.who for e in FeedbackStore(db_url).audit(action="sign_in")] == ["dr.b@example.org"]
+
+
+def test_case_not_scored_in_batch_is_not_rescored_unless_asked(app: AppTest, scores_dir: Path) -> None:
+    app.run()
+    app.query_params["study"] = keys_of(scores_dir)["s005"]  # status "truncated" in the fabricated scores
+    app.switch_page("app_pages/case.py").run()
+    assert not app.exception
+    assert "Not scored in the batch run: truncated" in texts(app, "error")
+    assert len(app.radio) == 0 and not [d for d in app.dataframe if "finding" in d.value.columns]
+    app.button(key="force_score").click().run()
+    assert not app.exception and len(app.radio) == 5  # shown on request, still under the error banner
+    assert "Not scored in the batch run" in texts(app, "error")
