@@ -99,7 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(cfg, labels).to(device)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last if cfg.image.spatial_dims == 2 else torch.channels_last_3d)
     vocab = int(model.text_encoder.tokenizer.vocab_size)
     inputs, targets = _inputs(b, cfg.data.image_size, args.chunks, length, vocab, device, cfg.image.spatial_dims)
     model.train()

@@ -598,7 +598,7 @@ def _train(manifest_path, out: Path, *, config: ClinmmConfig, resume: bool, init
                 seconds["prepare"], counts["train"], counts["val"])
     model.to(device)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last if config.image.spatial_dims == 2 else torch.channels_last_3d)
     fingerprint = config_fingerprint(config_to_dict(config), labels,
                                      {"init_from": str(init_from) if init_from else None})
     result = fit(model, train_samples, val_samples, config=config, device=device, pad_id=pad_id, out=out,
