@@ -45,7 +45,12 @@ def data_and_checkpoint(tmp_path_factory):
                                  for _ in LABELS],
                     scope={"modalities": ["CR", "DX"]}, reference={},
                     model_card={"intended_use": "test only", "limitations": ["untrained weights"]})
-    return data / "manifest.csv", ckpt
+    torch.manual_seed(1)  # a second, differently initialised checkpoint for --compare
+    other = root / "other_model"
+    save_checkpoint(other, model=build_model(cfg, LABELS).eval(), config=cfg, labels=LABELS,
+                    calibration=[LabelCalibration(threshold=0.5) for _ in LABELS],
+                    scope={"modalities": ["CR", "DX"]}, reference={}, model_card={"intended_use": "test only"})
+    return data / "manifest.csv", ckpt, other
 
 
 def test_cli_report_end_to_end(data_and_checkpoint, tmp_path):
@@ -53,7 +58,7 @@ def test_cli_report_end_to_end(data_and_checkpoint, tmp_path):
 
     from clinmm.cli import app
 
-    manifest, ckpt = data_and_checkpoint
+    manifest, ckpt, _ = data_and_checkpoint
     out = tmp_path / "report.html"
     result = CliRunner().invoke(app, ["report", "--model", str(ckpt), "--manifest", str(manifest), "--split", "test",
                                       "--out", str(out), "--n-boot", "50"])
@@ -87,7 +92,7 @@ def test_cli_report_unknown_split_is_a_usage_error(data_and_checkpoint, tmp_path
 
     from clinmm.cli import app
 
-    manifest, ckpt = data_and_checkpoint
+    manifest, ckpt, _ = data_and_checkpoint
     result = CliRunner().invoke(app, ["report", "--model", str(ckpt), "--manifest", str(manifest), "--split", "nope",
                                       "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 2
@@ -101,7 +106,7 @@ def test_three_way_fast_path_equals_predictor_drop_flags(data_and_checkpoint):
     from clinmm.inference import Predictor, load_checkpoint
     from clinmm.report._runner import predict_three_ways
 
-    manifest, ckpt = data_and_checkpoint
+    manifest, ckpt, _ = data_and_checkpoint
     predictor = Predictor(load_checkpoint(ckpt, device="cpu"))
     records = read_manifest(manifest).records[:12]
     samples = [predictor.prepare(r.image_path, r.note_text, key=r.study_id) for r in records]
@@ -112,3 +117,17 @@ def test_three_way_fast_path_equals_predictor_drop_flags(data_and_checkpoint):
         np.testing.assert_allclose(probs, ref, atol=1e-5)
     assert not np.allclose(three.probs, three.probs_image_only)
     assert list(three.image_present) == [p.image_present for p in predictor.predict(samples)]
+
+
+def test_build_report_with_compare_checkpoint(data_and_checkpoint, tmp_path):
+    from clinmm.report.validation import build_report
+
+    manifest, ckpt, other = data_and_checkpoint
+    out = build_report(ckpt, manifest, split="test", out=tmp_path / "r.html", compare=(other,), n_boot=20)
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert set(data["comparators"]) == {"image_only", "text_only", "other_model"}
+    assert "separate checkpoint other_model" in data["comparators"]["other_model"]
+    pairs = {(c["model_a"], c["model_b"]) for c in data["comparisons"]}
+    assert ("fused", "other_model") in pairs and len(pairs) == 6
+    tested = [c for c in data["comparisons"] if c["model_b"] == "other_model" and c["result"]]
+    assert tested and all(0.0 <= c["result"]["p_value"] <= 1.0 for c in tested)
