@@ -16,7 +16,10 @@ import copy
 import logging
 from typing import Any
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+
+from clinmm.io.dicom import pydicom_quiet
 
 __all__ = ["DISPLAY_FIELDS", "deidentify_dataset", "deidentified_meta"]
 
@@ -113,7 +116,8 @@ def deidentify_dataset(ds: Dataset, *, keep_pixels: bool = True) -> Dataset:
                 out.add(copy.deepcopy(elem))
         if getattr(ds, "file_meta", None) is not None:
             out.file_meta = copy.deepcopy(ds.file_meta)
-    anonymize_dataset(out, delete_private_tags=True, base_rules_gen=_rules)
+    with pydicom_quiet():
+        anonymize_dataset(out, delete_private_tags=True, base_rules_gen=_rules)
     return out
 
 
@@ -138,6 +142,12 @@ def deidentified_meta(ds: Dataset) -> dict[str, str | float | int]:
     Returns:
         ``{keyword: value}`` with plain str / int / float values; safe to log, show and export.
     """
+    with pydicom_quiet():  # converting a malformed value makes pydicom warn, quoting the value
+        return _deidentified_meta(ds)
+
+
+def _deidentified_meta(ds: Dataset) -> dict[str, str | float | int]:
+    """Body of :func:`deidentified_meta`."""
     small = Dataset()
     for keyword in DISPLAY_FIELDS:
         try:
@@ -146,7 +156,8 @@ def deidentified_meta(ds: Dataset) -> dict[str, str | float | int]:
             elem = None
         if elem is None or elem.VR == "SQ":
             continue
-        small.add(copy.deepcopy(elem))
+        # a new element around a copied value: the profile's actions never reach the source dataset
+        small.add(DataElement(elem.tag, elem.VR, copy.copy(elem.value)))
     from dicomanonymizer.simpledicomanonymizer import anonymize_dataset
 
     try:
