@@ -387,7 +387,7 @@ def report_headline(path: str | Path) -> ReportHeadline:
     if not path.is_file():
         raise DataError(f"{path}: validation report not found")
     title_match = re.search(r"<title>(.*?)</title>", path.read_text(encoding="utf-8", errors="replace")[:20000],
-                            flags=re.S | re.I)
+                            flags=re.DOTALL | re.IGNORECASE)
     metrics: list[dict[str, Any]] = []
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():

@@ -68,8 +68,8 @@ def legend_png(*, vmax: float, label: str, cmap: str = "cividis") -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib.colors import Normalize
     from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     fig, ax = plt.subplots(figsize=(4.0, 0.55), dpi=100)
     fig.colorbar(ScalarMappable(norm=Normalize(0, vmax), cmap=cmap), cax=ax, orientation="horizontal")

@@ -55,9 +55,7 @@ def model_info(folder: Path) -> ModelInfo:
 
 @st.cache_resource(show_spinner="Loading the model…")
 def _predictor(folder: str, _stamp: float) -> Any:
-    from clinmm.inference import Predictor, load_checkpoint
-
-    from clinmm.inference import resolve_device
+    from clinmm.inference import Predictor, load_checkpoint, resolve_device
 
     return Predictor(load_checkpoint(folder, device=resolve_device("auto")))
 

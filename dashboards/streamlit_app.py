@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 try:
-    import dashboards  # noqa: F401  (installed wheel or editable install)
+    import dashboards  # noqa: F401 - installed wheel or editable install
 except ImportError:  # running from a source checkout without installing: the package root is two levels up
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import shutil
 import tempfile
@@ -72,7 +73,7 @@ def staged_upload(name: str, data: bytes) -> Iterator[StagedUpload]:
             series = folder / "series"
             series.mkdir()
             try:
-                with zipfile.ZipFile(_BytesFile(data)) as archive:
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
                     for member in _safe_members(archive, name):
                         target = series / f"{len(list(series.iterdir())):05d}.dcm"
                         with archive.open(member) as src, target.open("wb") as dst:
@@ -87,9 +88,3 @@ def staged_upload(name: str, data: bytes) -> Iterator[StagedUpload]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         logger.debug("upload folder removed")
-
-
-def _BytesFile(data: bytes):  # noqa: N802 - tiny factory kept next to its only use
-    import io
-
-    return io.BytesIO(data)

@@ -44,7 +44,7 @@ if go:
                     volume = load_image(staged.image_path)
                 except ImportError as err:
                     image_error = f"image loader unavailable: {err}"
-                except Exception as err:  # noqa: BLE001 - IngestError etc.: shown as a status, page keeps working
+                except Exception as err:  # noqa: BLE001 - IngestError etc.: shown as a status, the page keeps working
                     image_error = getattr(err, "status", type(err).__name__)
                 digest = staged.digest
         else:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from dashboard_fabricate import build_untrained_checkpoint, fabricate_checkpoint_dir, fabricate_scores_dir
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -74,7 +73,7 @@ def postgres_url() -> Iterator[str]:
     finally:
         if data.exists():
             subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True, timeout=60)
+                           capture_output=True, timeout=60, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 

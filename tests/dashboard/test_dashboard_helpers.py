@@ -125,12 +125,9 @@ def test_uploads_are_staged_privately_and_deleted() -> None:
         assert sorted(p.read_bytes() for p in staged.image_path.iterdir()) == [b"1", b"2"]
         folder = staged.folder
     assert not folder.exists()
-    with pytest.raises(UploadError, match="unsafe path"):
-        with staged_upload("evil.zip", _zip({"../../etc/x": b"1"})):
-            pass
-    with pytest.raises(UploadError, match="not a valid zip"):
-        with staged_upload("bad.zip", b"not a zip"):
-            pass
-    with pytest.raises(UploadError, match="empty"):
-        with staged_upload("x.dcm", b""):
-            pass
+    with pytest.raises(UploadError, match="unsafe path"), staged_upload("evil.zip", _zip({"../../etc/x": b"1"})):
+        pass
+    with pytest.raises(UploadError, match="not a valid zip"), staged_upload("bad.zip", b"not a zip"):
+        pass
+    with pytest.raises(UploadError, match="empty"), staged_upload("x.dcm", b""):
+        pass

@@ -45,7 +45,7 @@ def test_record_round_trip_and_audit(store: FeedbackStore) -> None:
 
 
 def test_agreement_rates_use_latest_verdict_per_user(store: FeedbackStore) -> None:
-    common = dict(session_id="s", prob=0.7, decision=1)
+    common = {"session_id": "s", "prob": 0.7, "decision": 1}
     store.record(study_key="k1", label="fever", verdict="disagree", user="a", **common)
     store.record(study_key="k1", label="fever", verdict="agree", user="a", **common)  # changed mind: counts once
     store.record(study_key="k1", label="fever", verdict="disagree", user="b", **common)
