@@ -85,13 +85,14 @@ class ImageMap:
         heat: (H0, W0) the same map on the ORIGINAL DICOM pixel grid (padding removed, resize undone), heat units;
             for a 3D token grid (d, H0, W0), one map per token slice.
         peak: (row, col) of the maximum of ``heat`` on the original grid (for 3D: (slice, row, col)).
-        slice_index: the volume slice the model read (2D models on a series read one slice).
+        slice_index: the volume slice the model read (2D models on a series read one slice), None when the sample
+            does not record it.
     """
 
     grid: np.ndarray
     heat: np.ndarray
     peak: tuple[int, ...]
-    slice_index: int = 0
+    slice_index: int | None = None
 
     def to_dict(self, *, include_maps: bool = False) -> dict:
         d = {"peak": list(self.peak), "slice_index": self.slice_index, "grid_shape": list(self.grid.shape),
@@ -221,7 +222,7 @@ def _relative(map_: np.ndarray) -> np.ndarray:
     return (pos / total * pos.size).astype(np.float32) if total > 0 else np.zeros_like(pos, dtype=np.float32)
 
 
-def image_map(grid_map: np.ndarray, letterbox: Letterbox, *, prob: float = 1.0, slice_index: int = 0,
+def image_map(grid_map: np.ndarray, letterbox: Letterbox, *, prob: float = 1.0, slice_index: int | None = None,
               relative_to: int | None = None) -> ImageMap:
     """A map on the model grid → :class:`ImageMap` with its heat on the original DICOM pixel grid.
 
@@ -273,7 +274,7 @@ def explanation_from_maps(sample, prediction, *, method: str, image_maps: np.nda
     unknown = [x for x in wanted if x not in names]
     if unknown:
         raise KeyError(f"explain: labels {unknown} are not in the model's labels {names}")
-    slice_index = int(getattr(sample, "slice_index", 0) or 0)
+    slice_index = getattr(sample, "slice_index", None)
     out = []
     for name in wanted:
         c = names.index(name)

@@ -2,10 +2,11 @@
 the synthetic ground truth, negated-vs-affirmed attribution, and modality share vs the probability drop.
 
 - **Deletion / insertion** (Petsiuk et al., RISE, 2018): units (image token cells of the model grid, or note words)
-  are removed in order of attribution — replaced by the blurred image, or deleted from the note (id → [PAD], attention
-  off) — and the label's probability (sigmoid of the fused logit) is followed; insertion starts from everything removed
-  and restores units in the same order. AUC is the trapezoid area over the removed fraction in [0, 1]. A faithful
-  map has a deletion AUC below the mean AUC of ``n_random`` random orders (and an insertion AUC above it).
+  are removed in order of attribution — replaced by the blurred image, or deleted from the note (id → [PAD],
+  attention off) — and the label's probability (sigmoid of the fused logit) is followed; insertion starts from
+  everything removed and restores units in the same order. AUC is the trapezoid area over the removed fraction in
+  [0, 1]. A faithful map has a deletion AUC below the mean AUC of ``n_random`` random orders (and an insertion AUC
+  above it).
 - **Pointing game** (Zhang et al., 2018): the heatmap's peak on the ORIGINAL pixel grid falls inside the lesion mask
   dilated by half a token stride; for the note, one of the top-3 words lies inside an affirmed evidence span.
 - **Negated vs affirmed**: in a note with both, every negated mention receives less attribution (mean word heat of
@@ -81,7 +82,10 @@ class CurveResult:
         return bool(self.deletion_auc < float(np.mean(self.random_deletion_auc)))
 
     @property
-    def insertion_above_random(self) -> bool:
+    def insertion_above_random(self) -> bool | None:
+        """None when insertion was not computed."""
+        if not np.isfinite(self.insertion).all():
+            return None
         return bool(self.insertion_auc > float(np.mean(self.random_insertion_auc)))
 
 
@@ -109,8 +113,10 @@ def _run_chunks(fn, items: list, chunk: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _curves(orders: list[np.ndarray], counts: np.ndarray, prob_of_kept) -> tuple[np.ndarray, np.ndarray]:
-    """(orders, steps) deletion and insertion probabilities; ``prob_of_kept(list of bool (U,) arrays)`` scores."""
+def _curves(orders: list[np.ndarray], counts: np.ndarray, prob_of_kept, *, insertion: bool = True,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(orders, steps) deletion and insertion probabilities; ``prob_of_kept(list of bool (U,) arrays)`` scores.
+    Without ``insertion`` the insertion array is NaN (not computed)."""
     n = orders[0].shape[0]
     keeps_del, keeps_ins = [], []
     for order in orders:
@@ -119,9 +125,10 @@ def _curves(orders: list[np.ndarray], counts: np.ndarray, prob_of_kept) -> tuple
             kept[order[:k]] = False
             keeps_del.append(kept)
             keeps_ins.append(~kept)
-    probs = prob_of_kept(keeps_del + keeps_ins)
+    probs = prob_of_kept(keeps_del + keeps_ins if insertion else keeps_del)
     m = len(orders) * len(counts)
-    return probs[:m].reshape(len(orders), len(counts)), probs[m:].reshape(len(orders), len(counts))
+    ins = probs[m:] if insertion else np.full(m, np.nan)
+    return probs[:m].reshape(len(orders), len(counts)), ins.reshape(len(orders), len(counts))
 
 
 def _result(fractions: np.ndarray, dele: np.ndarray, ins: np.ndarray) -> CurveResult:
@@ -134,8 +141,9 @@ class _ImageCurves:
     """Deletion / insertion probabilities of one (study, label) over the image token cells, for any unit orders."""
 
     def __init__(self, scorer, image: torch.Tensor, grid: tuple[int, int], *, label_index: int,
-                 content: torch.Tensor | None, max_steps: int, chunk: int) -> None:
+                 content: torch.Tensor | None, max_steps: int, chunk: int, insertion: bool = True) -> None:
         gh, gw = grid
+        self.insertion = insertion
         _, _, h, w = image.shape
         device = image.device
         self.scorer, self.image, self.label_index, self.chunk = scorer, image, label_index, chunk
@@ -163,7 +171,7 @@ class _ImageCurves:
         return _run_chunks(run, keeps, self.chunk)
 
     def __call__(self, orders: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return _curves(orders, self.counts, self._probs)
+        return _curves(orders, self.counts, self._probs, insertion=self.insertion)
 
 
 def image_deletion_insertion(scorer, image: torch.Tensor, unit_scores: np.ndarray, *, label_index: int,
@@ -213,7 +221,8 @@ class _TextCurves:
 
     def __init__(self, scorer, ids: torch.Tensor, am: torch.Tensor, keep: torch.Tensor, offsets: torch.Tensor,
                  words: list[tuple[int, int]], *, label_index: int, pad_id: int, special: set[int], max_steps: int,
-                 chunk: int) -> None:
+                 chunk: int, insertion: bool = True) -> None:
+        self.insertion = insertion
         self.scorer, self.ids, self.am, self.keep = scorer, ids, am, keep
         self.label_index, self.pad_id, self.chunk = label_index, pad_id, chunk
         self.wmask = _word_token_mask(ids.cpu(), am.cpu(), offsets.cpu(), words, special).to(ids.device)  # (W,K,L)
@@ -235,7 +244,7 @@ class _TextCurves:
         return _run_chunks(run, keeps, self.chunk)
 
     def __call__(self, orders: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return _curves(orders, self.counts, self._probs)
+        return _curves(orders, self.counts, self._probs, insertion=self.insertion)
 
 
 def text_deletion_insertion(scorer, ids: torch.Tensor, am: torch.Tensor, keep: torch.Tensor, offsets: torch.Tensor,
@@ -349,7 +358,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                           max_studies: int | None = None, max_steps: int = 16, ig_steps: int = 32,
                           internal_batch_size: int = 16, image_labels: Sequence[str] | None = None,
                           text_labels: Sequence[str] | None = None, lesion_area: tuple[float, float] = (0.02, 0.10),
-                          seed: int = 0) -> dict:
+                          insertion: bool = True, seed: int = 0) -> dict:
     """Measure explanation faithfulness on a labelled manifest split.
 
     Args:
@@ -367,6 +376,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
         image_labels: labels whose evidence is in the image (default: labels with any mask file).
         text_labels: labels whose evidence is in the note (default: labels named in evidence.json).
         lesion_area: (lo, hi) mask area fraction of the image for the image pointing-game target.
+        insertion: also compute insertion curves (doubles the curve cost).
         seed: seed of the random orders.
 
     Returns:
@@ -408,18 +418,19 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
         acc[method].setdefault(key, []).append(value)
 
     share_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    for i, rec in enumerate(records):
-        sample = predictor.prepare(rec.image_path, rec.note_text, key=rec.study_id, labels=rec.labels)
+
+    def evaluate_one(sample, rec) -> tuple | None:
+        """One study: updates ``acc``; returns its modality-share row (or None)."""
+        share_row = None
         batch = predictor.collate([sample])
         pred = predictor.predict_batch(batch, explain=True)[0]
         if pred.image_present and pred.text_present and pred.modality_share is not None:
             p_no_img = predictor.predict_batch(batch, drop_image=True)[0].probs
             p_no_txt = predictor.predict_batch(batch, drop_text=True)[0].probs
-            share_rows.append((pred.modality_share, pred.probs - p_no_img, pred.probs - p_no_txt,
-                               np.asarray(rec.labels)))
+            share_row = (pred.modality_share, pred.probs - p_no_img, pred.probs - p_no_txt, np.asarray(rec.labels))
         positives = [c for c, y in enumerate(rec.labels) if y == 1]
         if not positives:
-            continue
+            return share_row
         inputs = batch.inputs
         exps: dict[str, StudyExplanation] = {}
         if "attention" in methods and (pred.image_attention is not None or pred.text_attention is not None):
@@ -468,7 +479,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             stride_orig = (box.size / grid[1]) / box.scale  # original pixels per token
             for c in img_pos:
                 curves = _ImageCurves(scorer, image, grid, label_index=c, content=content, max_steps=max_steps,
-                                      chunk=64)
+                                      chunk=64, insertion=insertion)
                 rand = curves([rng.permutation(grid[0] * grid[1]) for _ in range(n_random)])
                 mask_path = gt / "masks" / f"{rec.study_id}__{labels[c]}.png"
                 mask = _load_mask(mask_path) if has_gt and mask_path.is_file() else None
@@ -514,7 +525,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                         if rand is None:
                             curves_t = _TextCurves(scorer_t, ids, am, keep, offsets, [(w.start, w.end) for w in units],
                                                    label_index=c, pad_id=pad_id, special=special,
-                                                   max_steps=max_steps, chunk=32)
+                                                   max_steps=max_steps, chunk=32, insertion=insertion)
                             unit_spans = [(w.start, w.end) for w in units]
                             rand = curves_t([rng.permutation(len(units)) for _ in range(n_random)])
                         if [(w.start, w.end) for w in units] != unit_spans:
@@ -524,16 +535,38 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                         if spans:
                             add(method, f"pg_txt:{labels[c]}",
                                 pointing_game_text([(w.start, w.end) for w in le.top_words(3)], spans))
+        return share_row
+
+    in_scope = list((predictor.loaded.scope or {}).get("modalities") or [])
+    skipped = {"out_of_scope": 0, "failed": 0}
+    for i, rec in enumerate(records):
         if (i + 1) % 10 == 0:
             logger.info("faithfulness: %d / %d studies", i + 1, len(records))
+        sample = predictor.prepare(rec.image_path, rec.note_text, key=rec.study_id, labels=rec.labels)
+        if sample.image is not None and in_scope and sample.meta.get("Modality") not in in_scope:
+            skipped["out_of_scope"] += 1  # as scoring and training do: a model is not explained outside its scope
+            continue
+        try:
+            share_row = evaluate_one(sample, rec)
+        except (ValueError, RuntimeError) as err:
+            skipped["failed"] += 1
+            logger.warning("faithfulness: study %s skipped: %s", rec.study_id, err)
+            continue
+        if share_row is not None:
+            share_rows.append(share_row)
     return _summarise(acc, share_rows, labels=labels, methods=methods, split=split, n_studies=len(records),
                       n_random=n_random, image_labels=list(image_labels), text_labels=list(text_labels),
-                      lesion_area=lesion_area, has_gt=has_gt)
+                      lesion_area=lesion_area, has_gt=has_gt, skipped=skipped)
 
 
 def _restrict(exp: StudyExplanation, keep_idx: list[int]) -> StudyExplanation:
     return StudyExplanation(key=exp.key, method=exp.method, labels=[exp.labels[c] for c in keep_idx],
                             image_present=exp.image_present, text_present=exp.text_present, scale=exp.scale)
+
+
+def _mean_or_none(values: list) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def _curve_summary(results: list[CurveResult]) -> dict:
@@ -542,7 +575,7 @@ def _curve_summary(results: list[CurveResult]) -> dict:
     return {
         "n": len(results),
         "deletion_below_random": float(np.mean([r.deletion_below_random for r in results])),
-        "insertion_above_random": float(np.mean([r.insertion_above_random for r in results])),
+        "insertion_above_random": _mean_or_none([r.insertion_above_random for r in results]),
         "deletion_auc_mean": float(np.mean([r.deletion_auc for r in results])),
         "random_deletion_auc_mean": float(np.mean([r.random_deletion_auc.mean() for r in results])),
         "insertion_auc_mean": float(np.mean([r.insertion_auc for r in results])),
@@ -551,9 +584,9 @@ def _curve_summary(results: list[CurveResult]) -> dict:
 
 
 def _summarise(acc, share_rows, *, labels, methods, split, n_studies, n_random, image_labels, text_labels,
-               lesion_area, has_gt) -> dict:
+               lesion_area, has_gt, skipped) -> dict:
     out: dict = {
-        "split": split, "n_studies": n_studies, "n_random": n_random, "ground_truth": has_gt,
+        "split": split, "n_studies": n_studies, "n_random": n_random, "ground_truth": has_gt, "skipped": dict(skipped),
         "image_labels": image_labels, "text_labels": text_labels, "lesion_area": list(lesion_area),
         "targets": {"pointing_image": 0.8, "pointing_text_top3": 0.8, "negated_below_affirmed": 0.8,
                     "deletion_below_random": 0.9},
