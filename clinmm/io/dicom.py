@@ -505,7 +505,8 @@ def decode_dataset(ds: Dataset, *, path: str = "") -> DecodedImage:
     except MemoryError:
         raise _fail(Status.TOO_LARGE, "memory", path, "decoded image does not fit in memory")
     except Exception as err:
-        raise _fail(Status.DECODE_ERROR, type(err).__name__, path, "pixel data could not be decoded")
+        raise _fail(Status.DECODE_ERROR, f"{type(err).__name__}:{_transfer_syntax(ds)}", path,
+                    "pixel data could not be decoded")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     colour = photometric in _COLOUR
     try:

@@ -129,3 +129,20 @@ def test_folder_with_two_studies_is_inconsistent(tmp_path: Path) -> None:
     with pytest.raises(IngestError) as info:
         load_image(tmp_path / "x")
     assert info.value.detail == "multiple_studies:2"
+
+
+def test_real_study_folders_from_pydicom(test_files: Path) -> None:
+    """pydicom's dicomdirtests hold small real study folders (downsampled to 16x16)."""
+    base = test_files / "dicomdirtests"
+    vol = load_image(base / "98892001")  # CT study: an axial series and a localizer
+    assert vol.shape == (5, 16, 16) and vol.modality == "CT"
+    assert vol.spacing == pytest.approx((2.5, 0.488281, 0.488281))
+    assert vol.provenance.series_rule == "cross-sectional: largest axial series (5 images) (skipped 1 localizer)"
+    vol = load_image(base / "77654033" / "CR1")  # a real MONOCHROME1 CR
+    assert vol.provenance.transforms == ["rescale", "voi_window_linear", "monochrome1_invert"]
+    with pytest.raises(IngestError) as info:
+        load_image(base / "98892003" / "MR700")  # one series holding slices in several orientations
+    assert info.value.status == "inconsistent_series" and "mixed_orientation" in info.value.detail
+    with pytest.raises(IngestError) as info:
+        load_image(base / "77654033")  # several studies in one folder
+    assert info.value.detail == "multiple_studies:2"
