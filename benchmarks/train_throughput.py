@@ -21,7 +21,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 
 def _inputs(b: int, size: int, chunks: int, length: int, vocab: int, device: torch.device, dims: int):

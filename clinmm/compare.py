@@ -29,8 +29,15 @@ from clinmm.metrics import patient_bootstrap_weights, rank_auroc
 from clinmm.models.fusion import FUSION_METHODS
 from clinmm.train import fit, load_init_weights, predict_logits, prepare_samples, seed_everything
 
-__all__ = ["CompareResult", "compare", "paired_bootstrap_delta", "render_markdown", "IMAGE_LABELS", "TEXT_LABELS",
-           "BOTH_LABELS"]
+__all__ = [
+    "BOTH_LABELS",
+    "IMAGE_LABELS",
+    "TEXT_LABELS",
+    "CompareResult",
+    "compare",
+    "paired_bootstrap_delta",
+    "render_markdown",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -40,8 +40,14 @@ from clinmm.models.classifier import ClinmmModel
 from clinmm.models.fusion import masked_mean
 from clinmm.train import prepare_samples, seed_everything
 
-__all__ = ["ContrastiveHead", "ContrastiveResult", "pretrain_contrastive", "embed_pairs", "retrieval_recall",
-           "info_nce"]
+__all__ = [
+    "ContrastiveHead",
+    "ContrastiveResult",
+    "embed_pairs",
+    "info_nce",
+    "pretrain_contrastive",
+    "retrieval_recall",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ def retrieval_recall(z_image: np.ndarray, z_text: np.ndarray, *, ks: tuple[int, 
     out = {f"recall@{k}": float(np.mean(rank < k)) for k in ks}
     out["chance@5"] = min(1.0, 5 / max(1, len(rank)))
     out["median_rank"] = float(np.median(rank) + 1)
-    out["n"] = int(len(rank))
+    out["n"] = len(rank)
     return out
 
 

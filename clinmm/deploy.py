@@ -23,7 +23,7 @@ from clinmm.checkpoint import LoadedModel, load_checkpoint
 from clinmm.data.manifest import read_manifest
 from clinmm.models.classifier import ClinmmModel
 
-__all__ = ["quantize_int8", "quantize_loaded", "DeployReport", "measure_int8", "state_size_bytes"]
+__all__ = ["DeployReport", "measure_int8", "quantize_int8", "quantize_loaded", "state_size_bytes"]
 
 logger = logging.getLogger(__name__)
 

@@ -42,12 +42,29 @@ from clinmm.errors import CheckpointError, ManifestError
 from clinmm.inference import autocast_for, resolve_device
 from clinmm.models.classifier import ClinmmModel, ModelInputs
 from clinmm.models.losses import combine_terms, joint_loss_terms
-from clinmm.training.ddp import DistContext, all_reduce_sum, broadcast_floats, cleanup_distributed, \
-    init_distributed, shard_slice
+from clinmm.training.ddp import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_floats,
+    cleanup_distributed,
+    init_distributed,
+    shard_slice,
+)
 from clinmm.training.state import TrainState, config_fingerprint, load_train_state, save_train_state
 
-__all__ = ["TrainResult", "FitResult", "train", "fit", "seed_everything", "build_samples", "macro_auroc",
-           "make_augment", "predict_logits", "prepare_samples", "load_init_weights"]
+__all__ = [
+    "FitResult",
+    "TrainResult",
+    "build_samples",
+    "fit",
+    "load_init_weights",
+    "macro_auroc",
+    "make_augment",
+    "predict_logits",
+    "prepare_samples",
+    "seed_everything",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -209,8 +226,8 @@ def _model_card(manifest: Manifest, config: ClinmmConfig, counts: dict, val_auro
             "The image encoder is trained from scratch (no pretrained imaging weights ship offline).",
             "Performance is only known for the modalities, views and sites seen in training (see scope).",
             "Notes are scrubbed of PHI on display on a best-effort basis only.",
-            "Attention maps show where the model looked, not a causal proof; see the faithfulness section of the "
-            "validation report.",
+            ("Attention maps show where the model looked, not a causal proof; see the faithfulness section of the "
+             "validation report."),
         ],
     }
 
@@ -473,9 +490,9 @@ def load_init_weights(model: ClinmmModel, path: str | Path, *, allow_missing_pre
     Raises:
         CheckpointError: missing / tampered files or tensors that do not fit.
     """
-    from safetensors.torch import load_file
-
     import hashlib
+
+    from safetensors.torch import load_file
 
     from clinmm.errors import ChecksumError
 

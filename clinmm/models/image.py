@@ -25,7 +25,7 @@ from clinmm.config import ImageEncoderConfig
 from clinmm.errors import CheckpointError, ChecksumError, ConfigError
 from clinmm.models.registry import get_backbone, list_backbones
 
-__all__ = ["ImageEncoder", "ImageFeatures", "BACKBONES"]
+__all__ = ["BACKBONES", "ImageEncoder", "ImageFeatures"]
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,14 @@ from torch import nn
 
 from clinmm.errors import CheckpointError
 
-__all__ = ["apply_text_lora", "save_text_adapter", "load_text_adapter", "ParameterCount", "count_parameters",
-           "LORA_TARGETS"]
+__all__ = [
+    "LORA_TARGETS",
+    "ParameterCount",
+    "apply_text_lora",
+    "count_parameters",
+    "load_text_adapter",
+    "save_text_adapter",
+]
 
 logger = logging.getLogger(__name__)
 

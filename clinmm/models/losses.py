@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from clinmm.config import FusionConfig, TrainConfig
 from clinmm.models.classifier import ClinmmOutput
 
-__all__ = ["masked_bce", "masked_focal", "joint_loss", "joint_loss_terms", "LossTerm", "combine_terms"]
+__all__ = ["LossTerm", "combine_terms", "joint_loss", "joint_loss_terms", "masked_bce", "masked_focal"]
 
 
 def _known(targets: torch.Tensor, sample_mask: torch.Tensor | None) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from monai.networks import nets
 from torch import nn
 
-__all__ = ["BackboneSpec", "register_backbone", "get_backbone", "list_backbones"]
+__all__ = ["BackboneSpec", "get_backbone", "list_backbones", "register_backbone"]
 
 
 @dataclass(frozen=True)

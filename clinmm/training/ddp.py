@@ -18,8 +18,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_distributed", "cleanup_distributed", "all_reduce_sum", "broadcast_floats",
-           "shard_slice"]
+__all__ = [
+    "DistContext",
+    "all_reduce_sum",
+    "broadcast_floats",
+    "cleanup_distributed",
+    "init_distributed",
+    "shard_slice",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import torch
 
 from clinmm.errors import CheckpointError
 
-__all__ = ["TrainState", "save_train_state", "load_train_state", "config_fingerprint", "STATE_DIR"]
+__all__ = ["STATE_DIR", "TrainState", "config_fingerprint", "load_train_state", "save_train_state"]
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from clinmm_tiny import make_tiny_bert  # noqa: E402
+from clinmm_tiny import make_tiny_bert
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from clinmm_tiny import LABELS, make_samples, tiny_config
 
 from clinmm.calibration import fit_calibration
 from clinmm.checkpoint import build_model, load_checkpoint, save_checkpoint
 from clinmm.data.dataset import collate
 from clinmm.errors import CheckpointError, ChecksumError
-
-from clinmm_tiny import LABELS, make_samples, tiny_config
 
 
 def _save(tmp_path, cfg, name="ckpt"):

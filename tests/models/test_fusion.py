@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clinmm_tiny import LABELS, make_samples, tiny_config
 
 import clinmm.models.classifier as classifier_module
 from clinmm.data.dataset import collate
@@ -12,8 +13,6 @@ from clinmm.models.fusion import FUSION_METHODS
 from clinmm.models.image import BACKBONES, ImageEncoder
 from clinmm.models.losses import joint_loss
 from clinmm.models.text import TextEncoder
-
-from clinmm_tiny import LABELS, make_samples, tiny_config
 
 LIGHT = [b for b in BACKBONES if b not in ("densenet121", "resnet50")]
 GRID = [pytest.param(b, d, marks=pytest.mark.slow if b in ("densenet121", "resnet50") else ()) for b in BACKBONES

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clinmm_tiny import tiny_config
 
 from clinmm.models.lora import apply_text_lora, count_parameters, load_text_adapter, save_text_adapter
 from clinmm.models.text import TextEncoder
 from clinmm.text.tokenize import collate_notes
-
-from clinmm_tiny import tiny_config
 
 
 def _batch(enc):

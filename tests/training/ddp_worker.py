@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
 
-from clinmm_tiny import LABELS, make_samples, tiny_config  # noqa: E402
+from clinmm_tiny import LABELS, make_samples, tiny_config
 
 
 def main() -> None:
@@ -26,8 +26,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     text_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
-    ctx = DistContext(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                      local_rank=int(os.environ.get("LOCAL_RANK", 0)), backend="gloo")
+    ctx = DistContext(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                      local_rank=int(os.environ.get("LOCAL_RANK", "0")), backend="gloo")
     cfg = tiny_config(text_dir, backbone="vit", epochs=2, batch_size=8, lr_head=1e-3, lr_encoder=1e-3)
     cfg.fusion.modality_dropout = 0.3  # drawn per global position: identical for any number of ranks
     device = torch.device("cpu")

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clinmm_tiny import tiny_config
 
 from clinmm.compare import compare, paired_bootstrap_delta
-
-from clinmm_tiny import tiny_config
 
 TINY = Path(__file__).parents[2] / "sample_data" / "tiny" / "manifest.csv"
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clinmm_tiny import tiny_config
 
 from clinmm.contrastive import info_nce, pretrain_contrastive, retrieval_recall
 from clinmm.errors import ChecksumError
-
-from clinmm_tiny import tiny_config
 
 TINY = Path(__file__).parents[2] / "sample_data" / "tiny" / "manifest.csv"
 

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clinmm_tiny import LABELS, make_samples, tiny_config
 
 from clinmm.calibration import fit_calibration
 from clinmm.checkpoint import build_model, save_checkpoint
 from clinmm.data.dataset import collate
 from clinmm.deploy import measure_int8, quantize_int8, state_size_bytes
-
-from clinmm_tiny import LABELS, make_samples, tiny_config
 
 TINY = Path(__file__).parents[2] / "sample_data" / "tiny" / "manifest.csv"
 

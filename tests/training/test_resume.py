@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
+from clinmm_tiny import LABELS, make_samples, tiny_config
 
 from clinmm.checkpoint import build_model
 from clinmm.errors import CheckpointError
 from clinmm.train import fit, seed_everything
 from clinmm.training.state import config_fingerprint, load_train_state
-
-from clinmm_tiny import LABELS, make_samples, tiny_config
 
 
 def _run(cfg, out, *, resume=False):

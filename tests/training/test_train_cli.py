@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from clinmm_tiny import tiny_config
 from typer.testing import CliRunner
 
 from clinmm.cli import app
-
-from clinmm_tiny import tiny_config
 
 TINY = Path(__file__).parents[2] / "sample_data" / "tiny" / "manifest.csv"
 
