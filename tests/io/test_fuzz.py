@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -137,7 +138,10 @@ def _fuzz(n: int) -> _Harness:
     def case(mutation) -> None:
         harness.run(mutation)
 
-    case()
+    try:
+        case()
+    finally:
+        shutil.rmtree(harness.dir, ignore_errors=True)
     growth = harness.check_memory()
     statuses = dict(sorted(harness.statuses.items()))
     print(f"fuzz: {harness.cases} cases, statuses {statuses}, RSS growth {growth:.1f} MiB")
