@@ -237,6 +237,7 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
                               f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
                               f"{(list(missing) + list(unexpected))[:3]})")
     device = torch.device(device)
+    model.text_cache.enabled = False  # inference sees each note once: caching would only hold memory
     model.to(device).eval()
     return LoadedModel(model=model, config=config, labels=labels, calibration=calibration,
                        scope=meta.get("scope", {}), model_card=_read_json(directory / "model_card.json"),

@@ -204,7 +204,7 @@ def demo_config() -> ClinmmConfig:
     are computed once and cached during training), so that it trains in minutes on 2 CPU cores."""
     return ClinmmConfig(
         data=DataConfig(image_size=128),
-        image=ImageEncoderConfig(backbone="densenet_small"),
+        image=ImageEncoderConfig(backbone="densenet_tiny"),
         text=TextEncoderConfig(max_length=128, stride=32, freeze_layers=6),
         fusion=FusionConfig(dim=128, heads=4),
         train=TrainConfig(epochs=6, batch_size=32, lr_encoder=5e-5, lr_head=2e-3, patience=0),

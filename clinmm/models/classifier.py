@@ -106,7 +106,7 @@ class ClinmmModel(nn.Module):
             self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, dim), nn.LayerNorm(dim))
             self.text_head = nn.Linear(dim, num_labels)
         self.fusion = build_fusion(config.fusion, num_labels=num_labels)
-        # Used only in training mode while every text-encoder weight is frozen (the CPU demo); inference never caches.
+        # Used while every text-encoder weight is frozen (the CPU demo's training); loaded checkpoints switch it off.
         self.text_cache = FrozenTextCache()
 
     def text_frozen(self) -> bool:
@@ -136,7 +136,10 @@ class ClinmmModel(nn.Module):
 
     def forward_text(self, inputs: ModelInputs, *, output_attentions: bool = False):
         """Note chunks → projected tokens (B, K*L, D), mask (B, K*L), encoder attentions or None."""
-        if self.training and self.text_frozen() and not output_attentions:  # frozen encoder: encode each note once
+        # A frozen encoder's output never changes: encode each note once. Not while gradients must reach the
+        # encoder's inputs (eval mode with grad enabled: integrated gradients, Grad-CAM on text).
+        cacheable = self.training or not torch.is_grad_enabled()
+        if self.text_cache.enabled and cacheable and self.text_frozen() and not output_attentions:
             raw, raw_mask = self.text_cache(self.text_encoder, inputs.input_ids, inputs.attention_mask, inputs.keep)
             attentions = None
         else:

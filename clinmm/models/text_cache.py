@@ -21,17 +21,22 @@ class FrozenTextCache:
     """Per-note cache of kept-token features.
 
     Args:
-        max_items: notes kept at most; later notes are computed every time (no eviction churn).
+        max_bytes: feature memory kept at most; later notes are computed every time (no eviction churn).
+        enabled: whether the model uses the cache (checkpoints loaded for inference switch it off: a scoring run
+            sees each note once, so caching would only cost memory).
     """
 
-    def __init__(self, *, max_items: int = 100_000) -> None:
-        self.max_items = max_items
+    def __init__(self, *, max_bytes: int = 512 * 1024**2, enabled: bool = True) -> None:
+        self.max_bytes = max_bytes
+        self.enabled = enabled
+        self.nbytes = 0
         self._store: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
         self.hits = 0
         self.misses = 0
 
     def clear(self) -> None:
         self._store.clear()
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._store)
@@ -72,8 +77,10 @@ class FrozenTextCache:
                 flat = kept[:, 0] * length + kept[:, 1]  # (T,)
                 vec = feats.tokens[j, flat.to(feats.tokens.device)].detach()  # (T, H)
                 fresh[i] = vec
-                if len(self._store) < self.max_items:
+                size = vec.numel() * vec.element_size()
+                if self.nbytes + size <= self.max_bytes:
                     self._store[keys[i][0]] = (kept.cpu(), vec)
+                    self.nbytes += size
             self.misses += len(missing)
         self.hits += b - len(missing)
         tokens = torch.zeros(b, k * length, h, device=device)  # (B, K*L, H)
