@@ -196,7 +196,7 @@ def run_split(model_dir: str | Path, manifest: str | Path, *, split: str, compar
         "image ingestion status (split)": ", ".join(f"{k}: {v}" for k, v in sorted(status_counts.items())),
         "studies per split (manifest)": ", ".join(f"{k}: {v}" for k, v in
                                                   sorted(Counter(r.split for r in man.records).items())),
-        "patients (split)": len({r.patient_id for r in records}),
+        "patients in split (before exclusions)": len({r.patient_id for r in records}),
         "patients of this split also in other splits": len({r.patient_id for r in records}
                                                            & {r.patient_id for r in man.records if r.split != split}),
         "manifest": Path(manifest).name,

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,8 +266,9 @@ def _jsonable(obj: Any) -> Any:
 def select_confident_errors(
     *, y_true: ArrayLike, y_score: ArrayLike, thresholds: ArrayLike, labels: Sequence[str], k: int = 8
 ) -> list[tuple[int, int, str, float]]:
-    """The ``k`` most confident errors over all labels: false positives with the highest scores and false negatives
-    with the lowest (ranked by the probability given to the wrong answer).
+    """The ``k`` most confident errors: false positives with the highest scores and false negatives with the lowest
+    (ranked by the probability given to the wrong answer), at most ``ceil(k / C)`` per label unless fewer labels
+    have errors, so one rare label does not fill the gallery.
 
     Args:
         y_true: (N, C) 0/1/NaN.
@@ -284,19 +286,24 @@ def select_confident_errors(
     fp = (yt == 0) & (ys >= th)
     fn = (yt == 1) & (ys < th)
     conf = np.where(fp, ys, np.where(fn, 1.0 - ys, -np.inf))  # (N, C): probability given to the wrong answer
+    if len(labels) != yt.shape[1]:
+        raise ValueError(f"`labels` must name {yt.shape[1]} labels; got {len(labels)}.")
     order = np.argsort(-conf, axis=None, kind="mergesort")
     out: list[tuple[int, int, str, float]] = []
     seen: set[int] = set()
-    for flat in order:
-        if len(out) >= k:
-            break
-        i, j = divmod(int(flat), yt.shape[1])
-        if not np.isfinite(conf[i, j]) or i in seen:
-            continue
-        seen.add(i)
-        out.append((i, j, "false_positive" if fp[i, j] else "false_negative", float(ys[i, j])))
-    if len(labels) != yt.shape[1]:
-        raise ValueError(f"`labels` must name {yt.shape[1]} labels; got {len(labels)}.")
+    per_label_cap = max(1, math.ceil(k / max(1, yt.shape[1])))  # first pass: spread the gallery over labels
+    for cap in (per_label_cap, k):
+        per_label = Counter(j for _, j, _, _ in out)
+        for flat in order:
+            if len(out) >= k:
+                break
+            i, j = divmod(int(flat), yt.shape[1])
+            if not np.isfinite(conf[i, j]) or i in seen or per_label[j] >= cap:
+                continue
+            seen.add(i)
+            per_label[j] += 1
+            out.append((i, j, "false_positive" if fp[i, j] else "false_negative", float(ys[i, j])))
+    out.sort(key=lambda t: -conf[t[0], t[1]])
     return out
 
 

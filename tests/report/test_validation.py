@@ -127,3 +127,12 @@ def test_input_validation_names_the_problem():
     bad = dict(a, modality=np.array(["both"] * 59 + ["image"]))
     with pytest.raises(ValueError, match="modality"):
         compute_validation_report(**bad, n_boot=10)
+
+
+def test_confident_errors_spread_over_labels():
+    y = np.zeros((40, 2))
+    y[:, 1] = 1
+    s = np.c_[np.linspace(0.6, 0.99, 40), np.full(40, 0.3)]  # label 0: 40 FPs (p up to .99); label 1: 40 FNs (p .3)
+    out = select_confident_errors(y_true=y, y_score=s, thresholds=np.array([0.5, 0.5]), labels=["a", "b"], k=6)
+    assert sorted(j for _, j, _, _ in out) == [0, 0, 0, 1, 1, 1]
+    assert out[0][:3] == (39, 0, "false_positive")
