@@ -9,6 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
@@ -105,6 +107,22 @@ def test_rank_auroc_ap_confusion_equal_sklearn_with_weights(seed):
         assert conf["f1"][r] == pytest.approx(f1_score(y[idx], pred), abs=1e-12)
     assert abs(rank_auroc(y, s) - roc_auc_score(y, s)) < 1e-12
     assert isinstance(rank_auroc(y, s), float)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6), st.integers(0, 3)), min_size=2, max_size=40),
+)
+def test_weighted_metrics_equal_sklearn_property(data):
+    """Any labels / heavily tied scores / integer weights: same AUROC and AP as scikit-learn."""
+    y = np.array([d[0] for d in data])
+    s = np.array([d[1] for d in data], dtype=float) / 6
+    w = np.array([d[2] for d in data], dtype=float)
+    if w[y == 1].sum() == 0 or w[y == 0].sum() == 0:
+        assert np.isnan(rank_auroc(y, s, w[None, :])[0])
+        return
+    assert abs(rank_auroc(y, s, w) - roc_auc_score(y, s, sample_weight=w)) < 1e-12
+    assert abs(weighted_average_precision(y, s, w) - average_precision_score(y, s, sample_weight=w)) < 1e-12
 
 
 def test_rank_auroc_undefined_without_both_classes():
