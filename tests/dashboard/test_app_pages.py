@@ -238,3 +238,14 @@ def test_case_not_scored_in_batch_is_not_rescored_unless_asked(app: AppTest, sco
     app.button(key="force_score").click().run()
     assert not app.exception and len(app.radio) == 5  # shown on request, still under the error banner
     assert "Not scored in the batch run" in texts(app, "error")
+
+
+def test_reverse_proxy_mode_without_the_user_header_shows_nothing_clinical(
+        monkeypatch: pytest.MonkeyPatch, scores_dir: Path, db_url: str) -> None:
+    at = make_app(monkeypatch, "--scores", str(scores_dir), "--db", db_url, "--proxy-user-header",
+                  "X-Forwarded-User", "--identified")
+    at.query_params["study"] = keys_of(scores_dir)["s001"]
+    at.run()
+    assert not at.exception
+    assert "X-Forwarded-User" in texts(at, "error")
+    assert len(at.dataframe) == 0 and len(at.radio) == 0 and len(at.button) == 0
