@@ -296,7 +296,7 @@ def _round_list(a: np.ndarray, nd: int = 6) -> list:
 
 
 def _write_explanation(ctx: ScoreContext, decoded, pred) -> None:
-    """Raw attention arrays as JSON (deterministic); ``clinmm.explain`` renders them onto the image / note."""
+    """Raw attention arrays as JSON (deterministic) plus ``clinmm.explain``'s per-label summary (no note text)."""
     from clinmm.scoring.outputs import atomic_write_text
 
     sample = decoded.sample
@@ -312,6 +312,17 @@ def _write_explanation(ctx: ScoreContext, decoded, pred) -> None:
         "text_spans": None if pred.text_spans is None else np.asarray(pred.text_spans).astype(int).tolist(),
         "missing_attention": None if pred.missing_attention is None else _round_list(pred.missing_attention),
     }
+    try:  # the explanation engineer's per-label summary (peak on the DICOM grid, modality share, top word spans)
+        from clinmm.explain.attention import explain_prediction
+
+        summary = explain_prediction(sample, pred).to_dict()
+        for item in summary["labels"]:
+            for word in item.get("top_words") or []:
+                word.pop("text", None)  # spans only: no note text in batch outputs
+    except (ImportError, ValueError, AttributeError) as err:
+        logger.debug("explanation summary unavailable (%s); raw attention only", type(err).__name__)
+        summary = None
+    doc["summary"] = summary
     atomic_write_text(ctx.out / "explanations" / f"{decoded.study.key}.json",
                       json.dumps(doc, sort_keys=True, allow_nan=True) + "\n")
 
