@@ -31,13 +31,13 @@ st.dataframe(pd.DataFrame({"finding": info.labels,
              hide_index=True, key="card_labels")
 if card.get("training_data"):
     st.markdown("#### Training data")
-    st.json(card["training_data"], expanded=False)
+    st.json(card["training_data"], expanded=2)
 if card.get("validation"):
     st.markdown("#### Validation (at training time)")
-    st.json(card["validation"], expanded=False)
+    st.json(card["validation"], expanded=2)
 if card.get("architecture"):
     st.markdown("#### Architecture")
-    st.json(card["architecture"], expanded=False)
+    st.json(card["architecture"], expanded=2)
 st.markdown("#### Limitations")
 limitations = card.get("limitations") or []
 if isinstance(limitations, str):
