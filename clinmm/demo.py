@@ -81,7 +81,7 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
     """
     from clinmm.config import config_to_dict, demo_config
 
-    paths = DemoPaths(Path(root))
+    paths = DemoPaths(Path(root).resolve())
     timer = _Timer()
     paths.run.mkdir(parents=True, exist_ok=True)
 
@@ -133,6 +133,6 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
         from clinmm.dashboard_launch import launch
 
         logger.info("demo: serving the dashboard on http://localhost:%d (Ctrl-C to stop)", port)
-        launch(scores=paths.scores, model=paths.checkpoint, report=paths.report, db_url=None,
-               address="127.0.0.1", port=port, identified=False)
+        launch(scores=paths.scores, model=paths.checkpoint, report=paths.report, manifest=paths.data / "manifest.csv",
+               db_url=f"sqlite:///{paths.run / 'feedback.sqlite'}", address="127.0.0.1", port=port, identified=False)
     return timer.seconds
