@@ -142,11 +142,7 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
         text_encoder.freeze_layers(len(text_encoder._layers()))
     tokenizer = text_encoder.note_tokenizer()
     samples, counts, pad_id = prepare_samples(manifest, None, config, splits=("train", "val", "test"),
-                                              tokenizer=tokenizer)
-    if max_train is not None:
-        samples["train"] = samples["train"][:max_train]
-    if max_val is not None:
-        samples["val"] = samples["val"][:max_val]
+                                              tokenizer=tokenizer, limits={"train": max_train, "val": max_val})
     t_prep = time.perf_counter() - t0
     logger.info("compare: prepared %s studies in %.0fs", {k: len(v) for k, v in samples.items()}, t_prep)
     shared_text = text_encoder

@@ -171,8 +171,9 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
     manifest = read_manifest(manifest_path, labels=config.data.labels or None)
     config.data.labels = manifest.labels
     model = build_model(config, manifest.labels)
-    samples, _, pad_id = prepare_samples(manifest, model, config, splits=("train", "test"))
-    train_pairs, test_pairs = _paired(samples["train"][:max_train]), _paired(samples["test"])
+    samples, _, pad_id = prepare_samples(manifest, model, config, splits=("train", "test"),
+                                         limits={"train": max_train})
+    train_pairs, test_pairs = _paired(samples["train"]), _paired(samples["test"])
     if len(train_pairs) < 2 or len(test_pairs) < 2:
         raise ValueError(f"{manifest_path}: contrastive pretraining needs paired studies (image + note); got "
                          f"{len(train_pairs)} train and {len(test_pairs)} test pairs")

@@ -533,12 +533,13 @@ def load_init_weights(model: ClinmmModel, path: str | Path, *, allow_missing_pre
 
 
 def prepare_samples(manifest: Manifest, model: ClinmmModel | None, config: ClinmmConfig, *,
-                    splits: tuple[str, ...] = ("train", "val"), tokenizer=None,
+                    splits: tuple[str, ...] = ("train", "val"), tokenizer=None, limits: dict[str, int] | None = None,
                     ) -> tuple[dict[str, list[Sample]], dict[str, dict], int]:
     """Decode and tokenise the given splits once: (split → samples, split → counts, pad id).
 
     The tokenizer comes from ``model``'s text encoder (or ``tokenizer`` when given, e.g. to share samples between an
-    image-only and a fused model).
+    image-only and a fused model). ``limits`` keeps only the first N manifest rows of a split (decoded, not sliced
+    afterwards).
     """
     if tokenizer is None and model is not None and model.text_encoder is not None:
         tokenizer = model.text_encoder.note_tokenizer()
@@ -547,8 +548,10 @@ def prepare_samples(manifest: Manifest, model: ClinmmModel | None, config: Clinm
                             max_pixels=config.score.max_pixels)
     samples, counts = {}, {}
     for split in splits:
-        samples[split], counts[split] = build_samples(manifest.split(split), builder,
-                                                      modalities=config.data.modalities)
+        records = manifest.split(split)
+        if limits and limits.get(split) is not None:
+            records = records[: limits[split]]
+        samples[split], counts[split] = build_samples(records, builder, modalities=config.data.modalities)
     return samples, counts, pad_id
 
 
