@@ -97,12 +97,16 @@ def test_patient_level_split(dataset: Path) -> None:
     assert {r["sex"] for r in rows} == {"F", "M"}
 
 
-def test_dicom_strict_read_and_variety(dataset: Path) -> None:
+def test_dicom_strict_read_and_variety(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Strict: no force, and any invalid value (VR length, character set, UID syntax) raises while reading.
+    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.RAISE)
     seen: dict[str, set] = {"ts": set(), "photometric": set(), "modality": set(), "rescale": set(), "shape": set()}
     manufacturers: dict[str, set[str]] = {}
     for f in _dicom_files(dataset):
-        ds = pydicom.dcmread(f)  # strict: no force
+        ds = pydicom.dcmread(f)
         arr = ds.pixel_array
+        for elem in ds.iterall():
+            _ = elem.value  # convert every raw element, so validation runs on all of them
         assert arr.shape == (ds.Rows, ds.Columns)
         seen["ts"].add(ds.file_meta.TransferSyntaxUID)
         seen["photometric"].add(ds.PhotometricInterpretation)
@@ -140,14 +144,20 @@ def test_monochrome1_and_rescale_encode_brightness(dataset: Path) -> None:
 
 
 def test_monai_loads_files_and_series(dataset: Path) -> None:
+    """MONAI's PydicomReader loads one image of each kind (modality × photometric × transfer syntax) and CT series."""
     from monai.transforms import LoadImage
 
     loader = LoadImage(reader="PydicomReader", image_only=True)
+    kinds: dict[tuple[str, str, str], Path] = {}
     for r in _rows(dataset):
-        if not r["image_path"]:
-            continue
-        img = loader(str(dataset / r["image_path"]))
-        if r["modality"] == "CT":
+        if r["image_path"]:
+            p = dataset / r["image_path"]
+            ds = pydicom.dcmread(sorted(p.glob("*.dcm"))[0] if p.is_dir() else p, stop_before_pixels=True)
+            kinds.setdefault((ds.Modality, ds.PhotometricInterpretation, ds.file_meta.TransferSyntaxUID), p)
+    assert len(kinds) >= 5
+    for (modality, _, _), p in sorted(kinds.items()):
+        img = loader(str(p))
+        if modality == "CT":
             assert img.ndim == 3 and img.shape[2] >= 3
             assert float(img.meta["spacing"][2]) == pytest.approx(5.0)
         else:

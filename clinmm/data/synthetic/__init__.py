@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from clinmm.data.synthetic.generate import (
+    GENERATOR_VERSION,
     LABELS,
     MANIFEST_COLUMNS,
     SITES,
@@ -19,6 +20,7 @@ from clinmm.data.synthetic.generate import (
 from clinmm.data.synthetic.images import LesionParams
 
 __all__ = [
+    "GENERATOR_VERSION",
     "LABELS",
     "MANIFEST_COLUMNS",
     "SITES",

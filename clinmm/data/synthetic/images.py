@@ -36,14 +36,25 @@ class LesionParams:
         consolidation_area: (min, max) consolidation area as a fraction of the image.
         nodule_contrast: (min, max) peak brightness added by a nodule (radiograph units, lungs ≈ 0.2–0.3).
         consolidation_contrast: (min, max) plateau brightness added by a consolidation.
+        subtle_fraction: fraction of lesions drawn subtle (contrast × ``subtle_factor``, near the noise floor) so that
+            even a perfect reader cannot saturate the AUROC.
+        subtle_factor: contrast multiplier of a subtle lesion.
         ct_scale: multiplier from radiograph contrast to Hounsfield units for CT lesions.
     """
 
     nodule_area: tuple[float, float] = (0.02, 0.04)
     consolidation_area: tuple[float, float] = (0.04, 0.09)
-    nodule_contrast: tuple[float, float] = (0.08, 0.16)
-    consolidation_contrast: tuple[float, float] = (0.04, 0.09)
+    nodule_contrast: tuple[float, float] = (0.18, 0.3)
+    consolidation_contrast: tuple[float, float] = (0.09, 0.16)
+    subtle_fraction: float = 0.12
+    subtle_factor: float = 0.3
     ct_scale: float = 3000.0
+
+    def draw_contrast(self, rng: np.random.Generator, finding: str) -> float:
+        """One lesion's contrast: uniform in the finding's range, times ``subtle_factor`` for a subtle lesion."""
+        lo, hi = self.nodule_contrast if finding == "nodule" else self.consolidation_contrast
+        amp = float(rng.uniform(lo, hi))
+        return amp * self.subtle_factor if rng.random() < self.subtle_fraction else amp
 
 
 @dataclass
@@ -185,12 +196,12 @@ def render_radiograph(
     contrast: dict[str, float] = {}
     if nodule:
         profile, mask = _nodule(rng, lung_core, params)
-        amp = float(rng.uniform(*params.nodule_contrast))
+        amp = params.draw_contrast(rng, "nodule")
         img += amp * profile
         masks["nodule"], contrast["nodule"] = mask, amp
     if consolidation:
         profile, mask = _consolidation(rng, lung_core, params)
-        amp = float(rng.uniform(*params.consolidation_contrast))
+        amp = params.draw_contrast(rng, "consolidation")
         img += amp * profile
         masks["consolidation"], contrast["consolidation"] = mask, amp
     # Distractors, independent of the labels.
@@ -262,12 +273,12 @@ def render_ct(
     profiles: list[tuple[np.ndarray, float]] = []
     if nodule:
         profile, mask = _nodule(rng, lung_core, params)
-        amp = float(rng.uniform(*params.nodule_contrast))
+        amp = params.draw_contrast(rng, "nodule")
         profiles.append((profile, amp * params.ct_scale))
         masks["nodule"], contrast["nodule"] = mask, amp
     if consolidation:
         profile, mask = _consolidation(rng, lung_core, params)
-        amp = float(rng.uniform(*params.consolidation_contrast))
+        amp = params.draw_contrast(rng, "consolidation")
         profiles.append((profile, amp * params.ct_scale))
         masks["consolidation"], contrast["consolidation"] = mask, amp
     calcs = [(_pick_point(rng, lung_core), rng.uniform(0.008, 0.015) * scale) for _ in range(int(rng.integers(0, 3)))]

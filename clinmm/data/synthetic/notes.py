@@ -54,6 +54,8 @@ PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                 "[Fever: denied].",
                 "[No documented fever] in the last {d} days.",
                 "Remains [afebrile] on the ward.",
+                "[Never feverish] during this illness.",
+                "[Fever absent] on admission.",
             ),
             "uncertain": (
                 "[Possible fever] overnight, not measured.",
@@ -84,6 +86,9 @@ PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                 "[Not breathless] at rest or on exertion.",
                 "[Dyspnea: denied].",
                 "Chest pain, palpitations and [dyspnea all denied].",
+                "[Never short of breath], even on stairs.",
+                "[Without breathlessness] at rest.",
+                "[Shortness of breath absent].",
             ),
             "uncertain": (
                 "[Possible dyspnea], patient unsure.",
@@ -271,20 +276,20 @@ def _mention_plan(rng: np.random.Generator, truth: int) -> list[str]:
     """Polarities to mention for one finding given its truth (1 present, 0 absent)."""
     u = rng.random()
     if truth == 1:
-        if u < 0.84:
+        if u < 0.88:
             plan = ["affirmed"]
-        elif u < 0.92:
+        elif u < 0.94:
             plan = ["uncertain"]  # documented only vaguely
         else:
             plan = []  # not documented at all
-        if plan and rng.random() < 0.15:
+        if plan == ["affirmed"] and rng.random() < 0.3:
             plan.append("affirmed")  # repeated in another section
     else:
-        if u < 0.45:
+        if u < 0.48:
             plan = ["negated"]
         elif u < 0.6:
             plan = ["uncertain"]
-        elif u < 0.66:
+        elif u < 0.65:
             plan = ["negated", "uncertain"]
         else:
             plan = []
@@ -317,9 +322,9 @@ def render_note(
         return [(_fill(rng, options[int(i)]), None, None) for i in picks]
 
     sections[0] += neutral(_INDICATION, int(rng.integers(1, 3)))
-    sections[1] += neutral(_HISTORY, int(rng.integers(1, 4)))
-    sections[2] += neutral(_EXAM, int(rng.integers(1, 4)))
-    sections[3] += neutral(_PLAN, int(rng.integers(1, 3)))
+    sections[1] += neutral(_HISTORY, int(rng.integers(1, 3)))
+    sections[2] += neutral(_EXAM, int(rng.integers(1, 3)))
+    sections[3] += neutral(_PLAN, 1)
     if long:
         sections[1] += neutral(_LONG, len(_LONG)) + neutral(_HISTORY, len(_HISTORY))
         sections[2] += neutral(_EXAM, len(_EXAM)) + neutral(_LONG, len(_LONG))
