@@ -88,6 +88,41 @@ def _cnn(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, epochs: int, seed
         return torch.sigmoid(model(torch.from_numpy(x_te))).numpy()
 
 
+def _text(rows: list[dict[str, str]], notes: np.ndarray, split: np.ndarray, has_note: np.ndarray
+          ) -> dict[str, np.ndarray]:
+    print("\n== text proxy: TF-IDF + LR fit on train phrasings ==")
+    trn, ten, van = (split == "train") & has_note, (split == "test") & has_note, (split == "val") & has_note
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit(notes[trn])
+    p_txt = {}
+    for name in TEXT:
+        y = _labels(rows, name)
+        ok = trn & ~np.isnan(y)
+        lr = LogisticRegression(C=4.0, max_iter=2000).fit(vec.transform(notes[ok]), y[ok])
+        p_txt[name] = lr.predict_proba(vec.transform(notes))[:, 1]
+        print(f"tfidf+LR {name:8s} val (seen phrasings) {_auc(y[van], p_txt[name][van]):.3f}   "
+              f"test (unseen phrasings) {_auc(y[ten], p_txt[name][ten]):.3f}")
+    return p_txt
+
+
+def _minilm(rows: list[dict[str, str]], notes: np.ndarray, split: np.ndarray, has_note: np.ndarray, epochs: int,
+            seed: int) -> None:
+    """The real text branch (MiniLM + label-query attention head) fine-tuned on train notes, scored on val/test."""
+    from clinmm.config import demo_config
+    from clinmm.models.text import TextEncoder
+    from clinmm.text.classifier import TextClassifier, encode_notes, fit_text_classifier, predict_proba
+
+    y = np.stack([_labels(rows, n) for n in TEXT], 1).astype(np.float32)  # (N, 2), NaN = unknown
+    idx = {s: np.flatnonzero((split == s) & has_note) for s in ("train", "val", "test")}
+    t = time.perf_counter()
+    model = TextClassifier(encoder=TextEncoder.from_config(demo_config().text), num_labels=len(TEXT))
+    enc = {s: encode_notes(model, list(notes[i])) for s, i in idx.items()}
+    fit_text_classifier(model, enc["train"], y[idx["train"]], enc["val"], y[idx["val"]], epochs=epochs, seed=seed)
+    print(f"\n== text branch (MiniLM, demo text config, {epochs} epochs, {time.perf_counter() - t:.0f} s) ==")
+    for s in ("val", "test"):
+        p = predict_proba(model, enc[s])
+        print(f"{s:5s} " + "  ".join(f"{n} {_auc(y[idx[s], j], p[:, j]):.3f}" for j, n in enumerate(TEXT)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, help="existing generated set (else one is generated)")
@@ -95,6 +130,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--text-only", action="store_true", help="skip the image proxies")
+    ap.add_argument("--minilm-epochs", type=int, default=0,
+                    help="also fine-tune the real text branch (clinmm.text.classifier, demo text config) this many "
+                         "epochs on train notes and score test notes (slow on CPU)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     data = args.data
@@ -108,6 +147,12 @@ def main() -> None:
     has_img = np.array([bool(r["image_path"]) for r in rows])
     has_note = np.array([bool(r["note_text"]) for r in rows])
 
+    notes = np.array([r["note_text"] for r in rows], dtype=object)
+    if args.minilm_epochs:
+        _minilm(rows, notes, split, has_note, args.minilm_epochs, args.seed)
+    if args.text_only:
+        _text(rows, notes, split, has_note)
+        return
     t = time.perf_counter()
     cfg = DataConfig(image_size=args.size)
     imgs = np.zeros((len(rows), 1, args.size, args.size), dtype=np.float32)
@@ -131,18 +176,7 @@ def main() -> None:
         print(f"tiny CNN ({args.epochs} ep)         {name:14s} AUROC {_auc(y_img[te, j], p_img[te, j]):.3f}")
     print(f"(tiny CNN trained in {time.perf_counter() - t:.1f} s)")
 
-    print("\n== text proxy: TF-IDF + LR fit on train phrasings ==")
-    notes = np.array([r["note_text"] for r in rows], dtype=object)
-    trn, ten, van = (split == "train") & has_note, (split == "test") & has_note, (split == "val") & has_note
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit(notes[trn])
-    p_txt = {}
-    for name in TEXT:
-        y = _labels(rows, name)
-        ok = trn & ~np.isnan(y)
-        lr = LogisticRegression(C=4.0, max_iter=2000).fit(vec.transform(notes[ok]), y[ok])
-        p_txt[name] = lr.predict_proba(vec.transform(notes))[:, 1]
-        print(f"tfidf+LR {name:8s} val (seen phrasings) {_auc(y[van], p_txt[name][van]):.3f}   "
-              f"test (unseen phrasings) {_auc(y[ten], p_txt[name][ten]):.3f}")
+    p_txt = _text(rows, notes, split, has_note)
 
     both = (split == "test") & has_img & has_note
     y_pn = _labels(rows, "pneumonia")
