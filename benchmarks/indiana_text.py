@@ -300,29 +300,36 @@ def render_markdown(paths: list[str]) -> str:
     labels = [c.removeprefix("label_").replace("_", " ") for c in res["labels"]]
     fmt = lambda d: f"{d['auroc']:.3f} [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]"  # noqa: E731
     lines = []
-    for setting, title in (("report", "Report labelling (findings + impression)"), ("note", "Clinical note (indication)")):
+    titles = (("report", "Report labelling (findings + impression)"), ("note", "Clinical note (indication)"))
+    for setting, title in titles:
         if "text_branch" not in res.get(setting, {}):
             continue
         b, t = res[setting]["baseline"], res[setting]["text_branch"]
-        lines += [f"### {title}", "", "| label | n pos (test) | TF-IDF + LR | text branch (MiniLM) |", "|---|---|---|---|"]
+        lines += [f"### {title}", "", "| label | n pos (test) | TF-IDF + LR | text branch (MiniLM) |",
+                  "|---|---|---|---|"]
         for c, name in enumerate(labels):
             bl, tl = b["per_label"][str(c)], t["per_label"][str(c)]
             lines.append(f"| {name} | {tl['n_pos']} | {fmt(bl)} | {fmt(tl)} |")
         lines.append(f"| **macro** | | **{fmt(b['macro'])}** | **{fmt(t['macro'])}** |")
         pdiff = t["paired_diff"]
-        lines += ["", f"1 − macro AUROC: text branch {1 - t['macro']['auroc']:.4f}, baseline {1 - b['macro']['auroc']:.4f}. "
+        lines += ["", f"1 − macro AUROC: text branch {1 - t['macro']['auroc']:.4f}, "
+                  f"baseline {1 - b['macro']['auroc']:.4f}. "
                   f"Paired bootstrap (text − baseline): {pdiff['diff']:+.4f}, 95 % CI [{pdiff['ci95'][0]:+.4f}, "
                   f"{pdiff['ci95'][1]:+.4f}], one-sided 95 % lower bound {pdiff['one_sided_lower95']:+.4f}. "
-                  f"Training: {t['seconds_total']:.0f} s CPU wall-clock in all ({t['seconds_cache']:.0f} s frozen-layer "
-                  f"cache, {t['seconds_fit']:.0f} s fine-tuning, best epoch {t['best_epoch'] + 1} of {len(t['history'])}, "
+                  f"Training on the shared CPU: {t['seconds_total']:.0f} s wall-clock in all "
+                  f"({t['seconds_cache']:.0f} s frozen-layer "
+                  f"cache, {t['seconds_fit']:.0f} s fine-tuning, best epoch {t['best_epoch'] + 1} of "
+                  f"{len(t['history'])}, "
                   f"freeze_layers={t['freeze_layers']}, max_length={t['max_length']}).", ""]
     if "negation" in res:
         n = res["negation"]
         lines += [f"Negation check: {n['n_pairs']} templated pairs; p(\"no X\") < p(\"X\") for "
-                  f"{n['text_branch_pass_rate']:.0%} with the text branch ({n['baseline_pass_rate']:.0%} with TF-IDF + LR).", ""]
+                  f"{n['text_branch_pass_rate']:.0%} with the text branch "
+                  f"({n['baseline_pass_rate']:.0%} with TF-IDF + LR).", ""]
     if "mlm" in res and "pretrain" in res["mlm"]:
         pr = res["mlm"]["pretrain"]
-        lines += [f"MLM pretraining: {pr['steps']} steps on {pr['n_train']} train+val reports ({pr['seconds']:.0f} s CPU); "
+        lines += [f"MLM pretraining: {pr['steps']} steps on {pr['n_train']} train+val reports "
+                  f"({pr['seconds']:.0f} s wall-clock on the shared CPU); "
                   f"held-out MLM loss on {pr['n_heldout']} test reports {pr['heldout_loss_before']:.3f} → "
                   f"{pr['heldout_loss_after']:.3f}."]
         if "note_text_branch_from_pretrained" in res["mlm"]:

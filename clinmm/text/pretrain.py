@@ -181,6 +181,7 @@ def pretrain_mlm(
     heldout_notes = [n for n in heldout_notes if n and n.strip()]
     if not notes:
         raise ValueError("pretrain_mlm: no non-empty training notes")
+    torch.manual_seed(seed)  # the new MLM head's initialisation is part of the run
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
         model = AutoModelForMaskedLM.from_pretrained(str(base), local_files_only=True)
