@@ -159,13 +159,12 @@ class TextEncoder(nn.Module):
         from transformers import AutoModel
 
         directory = resolve_text_model_path(cfg.path)
+        kwargs = {"local_files_only": True, "attn_implementation": attn_implementation}
         try:
-            model = AutoModel.from_pretrained(
-                str(directory), local_files_only=True, attn_implementation=attn_implementation, add_pooling_layer=False
-            )
-        except TypeError:  # a model class without a pooling layer option
-            model = AutoModel.from_pretrained(str(directory), local_files_only=True,
-                                              attn_implementation=attn_implementation)
+            try:  # BERT's pooler is unused (fusion reads token states): don't build it
+                model = AutoModel.from_pretrained(str(directory), add_pooling_layer=False, **kwargs)
+            except TypeError:  # a model class without a pooling layer option
+                model = AutoModel.from_pretrained(str(directory), **kwargs)
         except (OSError, ValueError) as err:
             raise TextModelError(f"cannot load a text encoder from {directory}: {err}") from err
         logger.info("text encoder loaded from %s (%s, hidden %d)", directory, type(model).__name__,

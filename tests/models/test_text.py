@@ -204,3 +204,13 @@ def test_frozen_state_cache_matches_full_forward(encoder):
         assert torch.equal(fast.mask, full.mask)
     finally:
         encoder.freeze_layers(0)
+
+
+def test_directory_without_weights_is_a_text_model_error(tmp_path):
+    d = tmp_path / "noweights"
+    d.mkdir()
+    shutil.copy(os.path.join(default_text_model_path(), "config.json"), d / "config.json")
+    with pytest.raises(TextModelError, match="cannot load a text encoder"):
+        TextEncoder.from_config(TextEncoderConfig(path=str(d)))
+    with pytest.raises(TextModelError, match="no config.json"):
+        TextEncoder.from_config(TextEncoderConfig(path=str(tmp_path)))
