@@ -177,7 +177,7 @@ class StudyExplanation:
 
 
 def words_from_tokens(text: str, scores: np.ndarray, spans: np.ndarray, *, prob: float = 1.0,
-                      relative_to: int | None = None) -> list[WordScore]:
+                      relative_to: int | None = None, reduce: str = "sum") -> list[WordScore]:
     """Merge word-piece scores into words of the original note.
 
     Args:
@@ -188,6 +188,9 @@ def words_from_tokens(text: str, scores: np.ndarray, spans: np.ndarray, *, prob:
         relative_to: when given, heat = positive score × ``relative_to`` × prob (attention: the number of tokens, so
             a label that mostly looks at the image stays cool on the note); otherwise the positive scores are first
             normalised to a share of their sum, relative to uniform over the note's tokens.
+        reduce: how a word's pieces combine: ``sum`` (attributions that add up, e.g. integrated gradients) or
+            ``max`` (attention: a word is as hot as its hottest piece, so long words split into many pieces are not
+            favoured).
 
     Returns:
         The note's words in reading order (word pieces merged with :func:`clinmm.text.chunking.word_scores`; a
@@ -200,7 +203,9 @@ def words_from_tokens(text: str, scores: np.ndarray, spans: np.ndarray, *, prob:
     real = spans[:, 1] > spans[:, 0]  # (T,) tokens with characters ([CLS] has (0, 0))
     tokens = sorted((TokenSpan(int(a), int(b), float(v)) for (a, b), v in zip(spans[real], scores[real])),
                     key=lambda t: (t.start, t.end))
-    words = word_scores(tokens, text, reduce="sum")  # word pieces that touch → one word, scores summed
+    if reduce not in ("sum", "max"):
+        raise ValueError(f"words_from_tokens: reduce must be 'sum' or 'max', got {reduce!r}")
+    words = word_scores(tokens, text, reduce=reduce)  # word pieces that touch → one word
     if not words:
         return []
     word_score = np.array([w.score for w in words])  # (W,)
@@ -255,7 +260,7 @@ def image_map(grid_map: np.ndarray, letterbox: Letterbox, *, prob: float = 1.0, 
 def explanation_from_maps(sample, prediction, *, method: str, image_maps: np.ndarray | None,
                           token_scores: np.ndarray | None, token_spans: np.ndarray | None,
                           labels: Sequence[str] | None = None, image_relative_to: int | None = None,
-                          text_relative_to: int | None = None) -> StudyExplanation:
+                          text_relative_to: int | None = None, word_reduce: str = "sum") -> StudyExplanation:
     """Assemble a :class:`StudyExplanation` from per-label maps of any method.
 
     Args:
@@ -268,6 +273,7 @@ def explanation_from_maps(sample, prediction, *, method: str, image_maps: np.nda
         labels: restrict to these label names (default: all).
         image_relative_to: see :func:`image_map`.
         text_relative_to: see :func:`words_from_tokens`.
+        word_reduce: ``sum`` or ``max`` over a word's pieces (see :func:`words_from_tokens`).
     """
     names = list(prediction.labels)
     wanted = list(labels) if labels is not None else names
@@ -289,7 +295,7 @@ def explanation_from_maps(sample, prediction, *, method: str, image_maps: np.nda
         words: list[WordScore] = []
         if token_scores is not None and prediction.text_present and sample.note_text:
             words = words_from_tokens(sample.note_text, token_scores[c], token_spans, prob=prob,
-                                      relative_to=text_relative_to)
+                                      relative_to=text_relative_to, reduce=word_reduce)
         out.append(LabelExplanation(label=name, prob=prob, decision=bool(prediction.decisions[c]),
                                     threshold=float(prediction.thresholds[c]), modality_share=share, image=img,
                                     words=words))
@@ -308,7 +314,7 @@ def explain_prediction(sample, prediction, labels: Sequence[str] | None = None) 
     Returns:
         :class:`StudyExplanation` with ``method="attention"``. Image heat is attention per image token relative to
         uniform over the image tokens (×Ni) × probability; word heat is attention relative to uniform over the note's
-        tokens × probability.
+        tokens × probability, a word taking the maximum over its word pieces.
 
     Raises:
         ValueError: the prediction was made without ``explain=True`` or by a fusion without attention.
@@ -321,4 +327,4 @@ def explain_prediction(sample, prediction, labels: Sequence[str] | None = None) 
     n_txt = int(prediction.text_attention.shape[1]) if prediction.text_attention is not None else None
     return explanation_from_maps(sample, prediction, method="attention", image_maps=maps,
                                  token_scores=prediction.text_attention, token_spans=prediction.text_spans,
-                                 labels=labels, image_relative_to=n_img, text_relative_to=n_txt)
+                                 labels=labels, image_relative_to=n_img, text_relative_to=n_txt, word_reduce="max")
