@@ -329,3 +329,40 @@ def test_dciodvfy_reports_no_errors(dataset: Path) -> None:
         if errors:
             problems.append((str(f.relative_to(dataset)), errors[:3]))
     assert not problems, problems[:5]
+
+
+def _brightness(path: Path) -> np.ndarray:
+    """Modality values of a radiograph, higher = brighter (rescale, then MONOCHROME1 inversion)."""
+    ds = pydicom.dcmread(path)
+    m = pydicom.pixels.apply_rescale(ds.pixel_array.astype(np.float64), ds)
+    return 4095.0 - m if ds.PhotometricInterpretation == "MONOCHROME1" else m
+
+
+def test_site_c_has_a_different_intensity_response(dataset: Path) -> None:
+    lungs: dict[str, list[float]] = {}
+    for r in _rows(dataset):
+        if r["modality"] in {"CR", "DX"}:
+            m = _brightness(dataset / r["image_path"])
+            h, w = m.shape
+            lungs.setdefault(r["site"], []).append(float(np.median(m[int(0.35 * h) : int(0.55 * h),
+                                                                        int(0.22 * w) : int(0.34 * w)])))
+    site_c, others = np.median(lungs["site_c"]), np.median(lungs["site_a"] + lungs["site_b"])
+    assert site_c > others + 300, (site_c, others)
+
+
+def test_lesion_masks_mark_brighter_tissue(dataset: Path) -> None:
+    """Ground truth is where the lesion is: inside a radiograph's mask is brighter than the ring around it."""
+    from scipy import ndimage
+
+    rows = {r["study_id"]: r for r in _rows(dataset)}
+    wins = total = 0
+    for m in sorted((dataset / "ground_truth" / "masks").glob("*__nodule.png")):
+        r = rows[m.stem.split("__")[0]]
+        if r["modality"] == "CT":
+            continue
+        mask = np.asarray(Image.open(m)) > 0
+        img = _brightness(dataset / r["image_path"])
+        ring = ndimage.binary_dilation(mask, iterations=4) & ~mask
+        wins += img[mask].mean() > img[ring].mean()
+        total += 1
+    assert total >= 5 and wins / total >= 0.75, (wins, total)
