@@ -156,9 +156,9 @@ class TextEncoder(nn.Module):
         Raises:
             TextModelError: hub name / missing directory (immediately, no network), or an unloadable checkpoint.
         """
+        directory = resolve_text_model_path(cfg.path)  # before importing transformers: a bad path fails at once
         from transformers import AutoModel
 
-        directory = resolve_text_model_path(cfg.path)
         kwargs = {"local_files_only": True, "attn_implementation": attn_implementation}
         try:
             try:  # BERT's pooler is unused (fusion reads token states): don't build it
