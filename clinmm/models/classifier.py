@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clinmm.config import ClinmmConfig
-from clinmm.models.fusion import FusionOutput, build_fusion, masked_mean
+from clinmm.models.fusion import FusionOutput, MeanMaxPool, build_fusion
 from clinmm.models.image import ImageEncoder
 from clinmm.models.text_cache import FrozenTextCache
 
@@ -101,9 +101,11 @@ class ClinmmModel(nn.Module):
             raise ValueError(f"fusion.method={method!r} needs a text encoder, got None")
         if self.image_encoder is not None:
             self.image_proj = nn.Sequential(nn.Linear(self.image_encoder.out_channels, dim), nn.LayerNorm(dim))
+            self.image_pool = MeanMaxPool(dim=dim)
             self.image_head = nn.Linear(dim, num_labels)
         if self.text_encoder is not None:
             self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, dim), nn.LayerNorm(dim))
+            self.text_pool = MeanMaxPool(dim=dim)
             self.text_head = nn.Linear(dim, num_labels)
         self.fusion = build_fusion(config.fusion, num_labels=num_labels)
         # Used while every text-encoder weight is frozen (the CPU demo's training); loaded checkpoints switch it off.
@@ -179,8 +181,8 @@ class ClinmmModel(nn.Module):
             txt = torch.zeros(b, 1, dim, device=device)
             txt_mask = torch.zeros(b, 1, dtype=torch.bool, device=device)
         fused: FusionOutput = self.fusion(img, img_mask, txt, txt_mask)
-        image_logits = self.image_head(masked_mean(img, img_mask)) if self.image_encoder is not None else None
-        text_logits = self.text_head(masked_mean(txt, txt_mask)) if self.text_encoder is not None else None
+        image_logits = self.image_head(self.image_pool(img, img_mask)) if self.image_encoder is not None else None
+        text_logits = self.text_head(self.text_pool(txt, txt_mask)) if self.text_encoder is not None else None
         return ClinmmOutput(
             logits=fused.logits,
             image_logits=image_logits,

@@ -17,7 +17,7 @@ from clinmm.config import FusionConfig
 from clinmm.errors import ConfigError
 
 __all__ = ["FusionOutput", "build_fusion", "CrossAttentionFusion", "ConcatFusion", "GatedFusion",
-           "UnimodalFusion", "masked_mean", "FUSION_METHODS"]
+           "UnimodalFusion", "masked_mean", "masked_max", "MeanMaxPool", "FUSION_METHODS"]
 
 FUSION_METHODS = ("cross_attention", "concat", "gated", "image_only", "text_only")
 
@@ -48,20 +48,47 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
+def masked_max(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max of tokens (B, N, D) over positions where mask (B, N) is True → (B, D); zeros where none is."""
+    filled = tokens.masked_fill(~mask.unsqueeze(-1), torch.finfo(tokens.dtype).min)  # (B, N, D)
+    out = filled.max(dim=1).values  # (B, D)
+    return torch.where(mask.any(1, keepdim=True), out, torch.zeros_like(out))
+
+
+class MeanMaxPool(nn.Module):
+    """Masked mean and masked max of tokens, concatenated and projected back to D.
+
+    The max keeps a small, local finding (a nodule covering 1 of 64 image tokens) that a mean alone would dilute.
+
+    Args:
+        dim: token width D.
+    """
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * dim, dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, D), mask (B, N) → (B, D)."""
+        return self.proj(torch.cat([masked_mean(tokens, mask), masked_max(tokens, mask)], dim=-1))
+
+
 class _MissingAwarePool(nn.Module):
-    """Masked mean per modality, with a learned stand-in vector where the modality is missing."""
+    """Mean+max pooling per modality, with a learned stand-in vector where the modality is missing."""
 
     def __init__(self, *, dim: int) -> None:
         super().__init__()
         self.missing = nn.Parameter(torch.zeros(2, dim))
         nn.init.normal_(self.missing, std=0.02)
+        self.image_pool = MeanMaxPool(dim=dim)
+        self.text_pool = MeanMaxPool(dim=dim)
 
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         img_present = img_mask.any(1, keepdim=True)  # (B, 1)
         txt_present = txt_mask.any(1, keepdim=True)  # (B, 1)
-        img_vec = torch.where(img_present, masked_mean(img, img_mask), self.missing[0])  # (B, D)
-        txt_vec = torch.where(txt_present, masked_mean(txt, txt_mask), self.missing[1])  # (B, D)
+        img_vec = torch.where(img_present, self.image_pool(img, img_mask), self.missing[0])  # (B, D)
+        txt_vec = torch.where(txt_present, self.text_pool(txt, txt_mask), self.missing[1])  # (B, D)
         return img_vec, txt_vec
 
 
