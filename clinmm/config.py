@@ -207,7 +207,7 @@ def demo_config() -> ClinmmConfig:
         image=ImageEncoderConfig(backbone="densenet_tiny"),
         text=TextEncoderConfig(max_length=128, stride=32, freeze_layers=6),
         fusion=FusionConfig(dim=128, heads=4),
-        train=TrainConfig(epochs=6, batch_size=32, lr_encoder=5e-5, lr_head=2e-3, patience=0),
+        train=TrainConfig(epochs=12, batch_size=16, lr_encoder=5e-5, lr_head=3e-3, patience=0),
     )
 
 
