@@ -20,9 +20,14 @@ TINY = Path(__file__).parents[2] / "sample_data" / "tiny" / "manifest.csv"
 def test_quantized_model_is_close_and_smaller(tiny_text_dir):
     torch.manual_seed(0)
     model = build_model(tiny_config(tiny_text_dir), LABELS).eval()
-    q = quantize_int8(model)
-    assert not any(type(m) is torch.nn.Linear for m in q.modules())  # every plain Linear was replaced
-    assert any("quantized" in type(m).__module__ for m in q.modules())
+    q = quantize_int8(model)  # default scope: the text encoder
+    assert not any(type(m) is torch.nn.Linear for m in q.text_encoder.modules())
+    assert any("quantized" in type(m).__module__ for m in q.text_encoder.modules())
+    assert type(q.image_proj[0]) is torch.nn.Linear  # projections / fusion / heads stay fp32
+    q_all = quantize_int8(model, scope="all")
+    assert not any(type(m) is torch.nn.Linear for m in q_all.modules())  # every plain Linear replaced
+    with pytest.raises(ValueError, match="scope"):
+        quantize_int8(model, scope="convs")
     batch = collate(make_samples(model.text_encoder.note_tokenizer(), 6, seed=2), image_size=32)
     with torch.no_grad():
         a, b = model(batch.inputs).logits, q(batch.inputs).logits
