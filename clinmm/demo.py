@@ -85,7 +85,9 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
     timer = _Timer()
     paths.run.mkdir(parents=True, exist_ok=True)
 
-    data_key = {"studies": studies, "seed": seed}
+    from clinmm.data.synthetic import GENERATOR_VERSION
+
+    data_key = {"studies": studies, "seed": seed, "generator": GENERATOR_VERSION}
     if _stamp(paths.data / ".demo-stamp.json") == data_key and (paths.data / "manifest.csv").is_file():
         timer.seconds["data"] = "reused"
     else:
