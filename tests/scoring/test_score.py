@@ -120,7 +120,7 @@ def test_crash_then_resume_is_byte_identical(folder_run, tiny_data, tiny_checkpo
     assert _files(out) == _files(reference)
 
 
-def test_manifest_input_and_exit_codes(tiny_data, tiny_checkpoint, salt_file, tmp_path):
+def test_manifest_input_and_exit_codes(folder_run, tiny_data, tiny_checkpoint, salt_file, tmp_path):
     rows = _read_csv(tiny_data / "manifest.csv")
     keep = [r for r in rows if r["modality"] in ("CR", "DX", "")][:12]
     path = tmp_path / "m.csv"
@@ -139,9 +139,8 @@ def test_manifest_input_and_exit_codes(tiny_data, tiny_checkpoint, salt_file, tm
     assert all(t["n_files"] == 0 and t["note_present"] for t in no_image)
     assert summary.exit_code == EXIT_OK and _read_csv(out / "errors.csv") == []
     # the same studies from the folder run carry the same keys (keys come from StudyInstanceUID either way)
-    folder = score(tiny_data / "dicom", tiny_checkpoint, tmp_path / "f",
-                   options=ScoreOptions(workers=0, device="cpu", salt_file=salt_file, notes=tiny_data / "notes.csv"))
-    fk = {t["source_path"].split("/")[1]: t for t in pq.read_table(tmp_path / "f" / "predictions.parquet").to_pylist()}
+    folder_out, folder = folder_run
+    fk = {t["source_path"].split("/")[1]: t for t in pq.read_table(folder_out / "predictions.parquet").to_pylist()}
     for t in table:
         if t["image_present"]:
             f = fk[t["study_id"]]
@@ -151,7 +150,15 @@ def test_manifest_input_and_exit_codes(tiny_data, tiny_checkpoint, salt_file, tm
 
 
 def test_force_scope_scores_ct(tiny_data, tiny_checkpoint, salt_file, tmp_path):
-    summary = score(tiny_data / "dicom", tiny_checkpoint, tmp_path / "o",
+    rows = _read_csv(tiny_data / "manifest.csv")
+    path = tmp_path / "ct.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            if r["modality"] == "CT":
+                w.writerow(dict(r, image_path=str((tiny_data / r["image_path"]).resolve())))
+    summary = score(path, tiny_checkpoint, tmp_path / "o",
                     options=ScoreOptions(workers=0, device="cpu", salt_file=salt_file, force_scope=True))
     table = pq.read_table(tmp_path / "o" / "predictions.parquet").to_pylist()
     ct = [t for t in table if t["modality"] == "CT"]
