@@ -102,7 +102,7 @@ def test_mixed_corpus_scores_to_completion(tiny_data, tiny_checkpoint, salt_file
         except IngestError as err:
             bad += 1
             assert str(err.status) in by_path.get(rel, set()), (rel, err.status, by_path.get(rel))
-    file_rows = [e for e in errors if (corpus / e["path"]).is_file()]
+    file_rows = [e for e in errors if e["status"] not in ("out_of_scope", "not_scored", "sr_failed")]  # per file
     assert bad > 20 and len(file_rows) >= bad
     assert summary.files_ok + len({e["path"] for e in file_rows}) == summary.files
     assert summary.scored > 0
