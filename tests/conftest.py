@@ -69,3 +69,15 @@ def require_tool(available: bool, what: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{what} is required in CI but is not installed (see .ci/run)")
     pytest.skip(f"{what} not installed (CI installs it)")
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest leaves its temporary script registered as ``__main__``; worker processes started later
+    (spawn re-imports ``__main__``) would then run that script and die. Put the real one back after every test."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
