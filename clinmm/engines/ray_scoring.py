@@ -28,6 +28,10 @@ __all__ = ["ray_engine"]
 logger = logging.getLogger(__name__)
 
 
+# Pickle here only carries clinmm's own in-memory objects between the tasks of one Ray job (Ray pickles every task
+# argument anyway); nothing read from disk or from a user is ever unpickled. Weights never travel this way.
+
+
 class _Decode:
     """Ray Data UDF: pickled :class:`~clinmm.scoring.discover.StudyInput` → pickled decoded study."""
 
