@@ -169,7 +169,7 @@ def _read_uids(path: str) -> tuple[str, str]:
 
 def scan_file(path: str, rel: str, max_file_bytes: int) -> FileHeader:
     """Header scan of one file (runs in a worker process)."""
-    from clinmm.io.dicom import read_header
+    from clinmm.io.dicom import pydicom_quiet, read_header
 
     out = FileHeader(path=path, rel=rel)
     try:
@@ -179,8 +179,9 @@ def scan_file(path: str, rel: str, max_file_bytes: int) -> FileHeader:
         if err.status in (Status.UNSUPPORTED_SOP_CLASS.value, Status.TOO_LARGE.value):
             out.study_uid, out.accession = _read_uids(path) if err.status != Status.TOO_LARGE.value else ("", "")
         return out
-    out.study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
-    out.accession = str(ds.get("AccessionNumber", "") or "").strip()
+    with pydicom_quiet():  # pydicom's validation warnings would quote a malformed value (PHI)
+        out.study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+        out.accession = str(ds.get("AccessionNumber", "") or "").strip()
     return out
 
 
