@@ -28,7 +28,7 @@ def main() -> None:
     text_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
     ctx = DistContext(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
                       local_rank=int(os.environ.get("LOCAL_RANK", "0")), backend="gloo")
-    cfg = tiny_config(text_dir, backbone="vit", epochs=2, batch_size=8, lr_head=1e-3, lr_encoder=1e-3)
+    cfg = tiny_config(text_dir, backbone="vit", epochs=2, batch_size=8, lr_head=3e-4, lr_encoder=3e-4)
     cfg.fusion.modality_dropout = 0.3  # drawn per global position: identical for any number of ranks
     device = torch.device("cpu")
     init_distributed(ctx, device)
