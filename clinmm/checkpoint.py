@@ -178,8 +178,14 @@ def save_checkpoint(directory: str | Path, *, model: ClinmmModel, config: Clinmm
     return directory
 
 
-def verify_checkpoint(directory: str | Path) -> dict[str, str]:
-    """Check every file against ``manifest.json``.
+def verify_checkpoint(directory: str | Path, *,
+                      required: tuple[str, ...] = ("model.safetensors", "config.json", "labels.json"),
+                      ) -> dict[str, str]:
+    """Check every file against ``manifest.json`` (checkpoints and ``clinmm pretrain-contrastive`` outputs alike).
+
+    Args:
+        directory: the folder holding ``manifest.json``.
+        required: files that must be listed (and so verified).
 
     Raises:
         CheckpointError: missing directory, manifest or file.
@@ -201,9 +207,9 @@ def verify_checkpoint(directory: str | Path) -> dict[str, str]:
         if got != expected:
             raise ChecksumError(f"{path}: sha256 {got} does not match {expected} recorded in {_MANIFEST}; "
                                 "the file was modified or corrupted — refusing to load it")
-    for required in ("model.safetensors", "config.json", "labels.json"):
-        if required not in files:
-            raise CheckpointError(f"{directory}: {required} is not covered by {_MANIFEST}")
+    for name in required:
+        if name not in files:
+            raise CheckpointError(f"{directory}: {name} is not covered by {_MANIFEST}")
     return files
 
 

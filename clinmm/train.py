@@ -490,29 +490,12 @@ def load_init_weights(model: ClinmmModel, path: str | Path, *, allow_missing_pre
     Raises:
         CheckpointError: missing / tampered files or tensors that do not fit.
     """
-    import hashlib
-
     from safetensors.torch import load_file
 
-    from clinmm.errors import ChecksumError
+    from clinmm.checkpoint import verify_checkpoint
 
     path = Path(path)
-    listing = path / "manifest.json"
-    if not listing.is_file():
-        raise CheckpointError(f"{path}: no manifest.json (is it a `clinmm pretrain-contrastive` output?)")
-    try:
-        files = json.loads(listing.read_text(encoding="utf-8"))["files"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise CheckpointError(f"{listing}: unreadable manifest: {err}") from err
-    for name, expected in files.items():
-        f = path / name
-        if not f.is_file():
-            raise CheckpointError(f"{f}: listed in manifest.json but missing")
-        got = hashlib.sha256(f.read_bytes()).hexdigest()
-        if got != expected:
-            raise ChecksumError(f"{f}: sha256 {got} does not match {expected} in manifest.json; refusing to load it")
-    if "encoders.safetensors" not in files:
-        raise CheckpointError(f"{path}: encoders.safetensors is not covered by manifest.json")
+    verify_checkpoint(path, required=("encoders.safetensors",))
     weights = path / "encoders.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{path}: no encoders.safetensors (is it a `clinmm pretrain-contrastive` output?)")
