@@ -10,6 +10,7 @@ __all__ = [
     "ManifestError",
     "IngestError",
     "TextModelError",
+    "ScoringError",
 ]
 
 
@@ -35,6 +36,10 @@ class ManifestError(ClinmmError, ValueError):
 
 class TextModelError(ClinmmError):
     """A text encoder cannot be loaded (e.g. a hub name while offline)."""
+
+
+class ScoringError(ClinmmError):
+    """A scoring run cannot start (e.g. another process is writing to the same output folder)."""
 
 
 class IngestError(ClinmmError):

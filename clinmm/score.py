@@ -442,13 +442,21 @@ def score(input: str | os.PathLike[str], model: str | os.PathLike[str], out: str
     Raises:
         ClinmmError: usage errors (missing input, bad option, unloadable checkpoint, unreadable notes file).
     """
-    from clinmm.scoring.outputs import ShardStore, atomic_write_text
+    from clinmm.scoring.outputs import output_lock
 
     options = options or ScoreOptions()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     ctx = prepare_context(input, model, out, options=options)
     ctx.out.mkdir(parents=True, exist_ok=True)
+    with output_lock(ctx.out):
+        return _score_locked(ctx, options, started, t0)
+
+
+def _score_locked(ctx: ScoreContext, options: ScoreOptions, started: datetime, t0: float) -> ScoreSummary:
+    """The body of :func:`score`, run while this process holds the output directory's lock."""
+    from clinmm.scoring.outputs import ShardStore, atomic_write_text
+
     store = ShardStore(ctx.out)
     cleaned = store.clean_partial()
     if cleaned:

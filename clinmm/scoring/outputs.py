@@ -10,20 +10,23 @@ a shard whose fingerprint differs is recomputed. Nothing but ``run.json`` holds 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "ShardStore", "write_predictions", "write_errors",
+__all__ = ["output_lock", "atomic_write_bytes", "atomic_write_text", "ShardStore", "write_predictions", "write_errors",
            "ERROR_COLUMNS", "fingerprint"]
 
 ERROR_COLUMNS = ("path", "status", "detail", "message")
 _SHARD_FILES = ("rows.jsonl", "errors.jsonl", "stats.jsonl")
+_TMP_FILE = re.compile(r"\..+\.tmp\d+")  # the temp name of atomic_write_bytes: .NAME.tmpPID
 
 
 def _fsync_dir(path: Path) -> None:
@@ -57,6 +60,33 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``out/.clinmm.lock`` exclusively (``flock``) for one scoring run.
+
+    Two runs into the same folder would interleave shards and temp files; the second one fails at once instead.
+    The kernel drops the lock when its process dies, so a killed run never leaves the folder locked.
+
+    Raises:
+        ScoringError: another process holds the lock.
+    """
+    import fcntl
+
+    from clinmm.errors import ScoringError
+
+    path = Path(out) / ".clinmm.lock"
+    fh = open(path, "a+b")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ScoringError(f"{Path(out)}: another clinmm process is writing to this output folder "
+                               "(it holds .clinmm.lock); wait for it to finish or choose another --out") from None
+        yield path
+    finally:
+        fh.close()  # closing the descriptor releases the lock
+
+
 def fingerprint(obj) -> str:
     """sha256 of the canonical JSON of ``obj``."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
@@ -80,13 +110,22 @@ class ShardStore:
         return self.root / f"shard-{index:05d}"
 
     def clean_partial(self) -> int:
-        """Remove unfinished shard folders (left by a crash); returns how many."""
-        if not self.root.is_dir():
-            return 0
+        """Remove what a crash left unfinished: shard folders and half-written files; returns how many.
+
+        Half-written files are the ``.NAME.tmpPID`` files of :func:`atomic_write_bytes` (and of the SR writer) anywhere
+        in the output directory; one clinmm process owns an output directory at a time, so none is in use here.
+        """
         n = 0
-        for p in sorted(self.root.glob(".tmp-*")):
-            shutil.rmtree(p, ignore_errors=True)
-            n += 1
+        if self.root.is_dir():
+            for p in sorted(self.root.glob(".tmp-*")):
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+        out = self.root.parent
+        if out.is_dir():
+            for p in sorted(out.rglob(".*.tmp*")):
+                if p.is_file() and _TMP_FILE.fullmatch(p.name):
+                    p.unlink(missing_ok=True)
+                    n += 1
         return n
 
     def is_done(self, index: int, expected_fingerprint: str) -> bool:

@@ -51,3 +51,29 @@ def test_shard_store_is_atomic_and_fingerprinted(tmp_path):
     rows, errors, stats = store.read(0)
     assert rows == [{"x": 0.1 + 0.2}] and errors == [] and stats == [{"image_stats": None}]  # floats round-trip
     assert not list(store.root.glob(".tmp-*"))
+
+
+def test_clean_partial_removes_half_written_files_left_by_a_kill(tmp_path):
+    from clinmm.scoring.outputs import atomic_write_text
+
+    out = tmp_path / "out"
+    atomic_write_text(out / "sr" / "abc.dcm", "finished")
+    (out / "sr" / ".abc2.dcm.tmp7558").write_bytes(b"")  # what a SIGKILL during a write leaves
+    (out / ".predictions.csv.tmp12").write_bytes(b"half")
+    (out / "shards" / ".tmp-shard-00001-99").mkdir(parents=True)
+    (out / "sr" / ".hidden-but-not-ours.dcm").write_bytes(b"keep")
+    assert ShardStore(out).clean_partial() == 3
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "sr/.hidden-but-not-ours.dcm", "sr/abc.dcm"]
+
+
+def test_output_lock_refuses_a_second_writer_and_frees_on_exit(tmp_path):
+    from clinmm.errors import ScoringError
+    from clinmm.scoring.outputs import output_lock
+
+    with output_lock(tmp_path):
+        with pytest.raises(ScoringError, match="another clinmm process"):
+            with output_lock(tmp_path):
+                pass
+    with output_lock(tmp_path):  # released: a later run may take it
+        pass
