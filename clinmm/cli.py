@@ -117,6 +117,7 @@ def score(
     force_scope: Annotated[bool, typer.Option(help="Also score studies outside the model's scope.")] = False,
     shard_size: Annotated[Optional[int], typer.Option(help="Studies per output shard (resume granularity).")] = None,
     salt_file: Annotated[Optional[Path], typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Manifest INPUT only: score just this split (e.g. test).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Batch-score DICOM studies. Exit 0: all ok; 3: some file/study not ok (see errors.csv); 2: usage error."""
@@ -129,7 +130,7 @@ def score(
         options = ScoreOptions(
             notes=notes, explain=explain, sr=sr, engine=engine, batch_size=batch_size, workers=workers,
             device=device, force_scope=force_scope, salt_file=salt, progress=True, shard_size=shard_size,
-            ray_address=os.environ.get("RAY_ADDRESS") or None,
+            ray_address=os.environ.get("RAY_ADDRESS") or None, split=split,
             command=" ".join(["clinmm", *__import__("sys").argv[1:]]),
         )
         summary = run_score(input, model, out, options=options)

@@ -73,6 +73,7 @@ class ScoreOptions:
         progress: show a progress bar (studies/s, ETA) on stderr.
         command: the command line, recorded in ``run.json``.
         ray_address: Ray cluster address for ``engine="ray"`` (None = start / join a local instance).
+        split: with a manifest INPUT, score only the rows of this split (e.g. ``test``); None = every row.
     """
 
     notes: Path | None = None
@@ -91,6 +92,7 @@ class ScoreOptions:
     progress: bool = False
     command: str | None = None
     ray_address: str | None = None
+    split: str | None = None
 
 
 @dataclass
@@ -210,9 +212,12 @@ def prepare_context(input: str | os.PathLike[str], model: str | os.PathLike[str]
     scan_workers = min(workers, os.cpu_count() or 1)
     if is_manifest:
         inventory = discover_manifest(input, salt=salt, notes=notes, workers=scan_workers,
-                                      max_file_bytes=max_file_bytes, deadline_s=cfg.file_timeout_s)
+                                      max_file_bytes=max_file_bytes, deadline_s=cfg.file_timeout_s,
+                                      split=options.split)
         root = input.parent
     else:
+        if options.split is not None:
+            raise ConfigError(f"--split {options.split!r}: only a manifest INPUT has splits; {input} is a folder")
         inventory = discover_folder(input, salt=salt, notes=notes, workers=scan_workers,
                                     max_file_bytes=max_file_bytes, deadline_s=cfg.file_timeout_s)
         root = input

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinmm.errors import ClinmmError, ConfigError, IngestError
+from clinmm.errors import ClinmmError, ConfigError, IngestError, ManifestError
 from clinmm.io.keys import study_key
 from clinmm.io.status import Status
 
@@ -266,11 +266,16 @@ def discover_folder(root: str | os.PathLike[str], *, salt: bytes, notes: NotesIn
 
 
 def discover_manifest(path: str | os.PathLike[str], *, salt: bytes, notes: NotesIndex | None = None,
-                      workers: int = 0, max_file_bytes: int = 2 * 1024**3, deadline_s: float = 30.0) -> Inventory:
+                      workers: int = 0, max_file_bytes: int = 2 * 1024**3, deadline_s: float = 30.0,
+                      split: str | None = None) -> Inventory:
     """One study per manifest row, in row order; its files are those under ``image_path``.
 
+    Args:
+        split: keep only the rows of this ``split`` (None: every row).
+
     Raises:
-        ManifestError: unreadable manifest (from :func:`clinmm.data.manifest.read_manifest`).
+        ManifestError: unreadable manifest (from :func:`clinmm.data.manifest.read_manifest`), or ``split`` given
+            and no row has it.
     """
     import pandas as pd
 
@@ -287,11 +292,14 @@ def discover_manifest(path: str | os.PathLike[str], *, salt: bytes, notes: Notes
         df = (pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq")
               else pd.read_csv(path, dtype=str, keep_default_na=False))
         rows = [(str(r["study_id"]), r.get("image_path") or None, r.get("note_text") or None)
-                for r in df.to_dict(orient="records")]
+                for r in df.to_dict(orient="records") if split is None or str(r.get("split", "")) == split]
         rows = [(s, None if img is None else (Path(img) if Path(img).is_absolute() else path.parent / img), n)
                 for s, img, n in rows]
     else:
-        rows = [(r.study_id, r.image_path, r.note_text) for r in manifest.records]
+        rows = [(r.study_id, r.image_path, r.note_text) for r in manifest.records
+                if split is None or r.split == split]
+    if split is not None and not rows:
+        raise ManifestError(f"{path}: no row has split {split!r}")
     root = path.parent
     jobs: list[tuple[str, str, int]] = []
     owners: list[int] = []

@@ -175,3 +175,21 @@ def test_usage_errors(tiny_checkpoint, tmp_path, salt_file):
     with pytest.raises(ClinmmError, match="engine"):
         score(tmp_path / "in", tiny_checkpoint, tmp_path / "o", options=ScoreOptions(engine="spark",
                                                                                       salt_file=salt_file))
+
+
+def test_manifest_split_scores_only_that_split(tiny_data, tiny_checkpoint, salt_file, tmp_path):
+    from clinmm.errors import ClinmmError
+
+    rows = _read_csv(tiny_data / "manifest.csv")
+    expected = [r["study_id"] for r in rows if r["split"] == "test"]
+    assert 0 < len(expected) < len(rows)
+    out = tmp_path / "out"
+    score(tiny_data / "manifest.csv", tiny_checkpoint, out,
+          options=ScoreOptions(workers=0, device="cpu", salt_file=salt_file, split="test", force_scope=True))
+    assert [t["study_id"] for t in pq.read_table(out / "predictions.parquet").to_pylist()] == expected
+    with pytest.raises(ClinmmError, match="no row has split 'holdout'"):
+        score(tiny_data / "manifest.csv", tiny_checkpoint, tmp_path / "o2",
+              options=ScoreOptions(workers=0, device="cpu", salt_file=salt_file, split="holdout"))
+    with pytest.raises(ClinmmError, match="only a manifest INPUT has splits"):
+        score(tiny_data / "dicom", tiny_checkpoint, tmp_path / "o3",
+              options=ScoreOptions(workers=0, device="cpu", salt_file=salt_file, split="test"))
