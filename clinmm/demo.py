@@ -116,8 +116,8 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
     from clinmm.score import ScoreOptions, score
 
     with timer.step("score"):
-        summary = score(paths.data / "manifest.csv", paths.checkpoint, paths.scores,
-                        options=ScoreOptions(workers=2, salt_file=paths.run / "salt"))
+        summary = score(paths.data / "manifest.csv", paths.checkpoint, paths.scores,  # the held-out studies only
+                        options=ScoreOptions(workers=2, salt_file=paths.run / "salt", split="test"))
     logger.info("demo: scored %s", summary.as_dict())
 
     if _stamp(paths.run / ".report-stamp.json").get("hash") == train_hash and paths.report.is_file():
