@@ -81,13 +81,20 @@ def all_reduce_sum(values: list[torch.Tensor], ctx: DistContext) -> list[torch.T
     return list(stacked.unbind(0))
 
 
+def _comm_device() -> torch.device:
+    """Where collective tensors must live: the current GPU under NCCL, else the CPU (gloo)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def broadcast_floats(values: list[float], ctx: DistContext) -> list[float]:
     """Rank 0's ``values`` on every rank (a float64 tensor broadcast; no pickling)."""
     if not ctx.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
     dist.broadcast(t, src=0)
-    return [float(v) for v in t]
+    return [float(v) for v in t.cpu()]
 
 
 def shard_slice(n: int, ctx: DistContext) -> slice:
