@@ -271,6 +271,8 @@ def sample_data(
     seed: Annotated[int, typer.Option(help="Random seed (same seed → byte-identical files).")] = 0,
     image_size: Annotated[int, typer.Option(help="Radiograph side / CT slice size in pixels.")] = 256,
     overwrite: Annotated[bool, typer.Option(help="Replace a previously generated set in OUT.")] = False,
+    workers: Annotated[int, typer.Option(help="Processes writing patients in parallel (same files for any number)."
+                                         )] = 0,
 ) -> None:
     """Generate the synthetic paired DICOM + note data set (manifest, notes, DICOM, ground truth)."""
     _setup()
@@ -278,7 +280,7 @@ def sample_data(
 
     try:
         summary = generate_sample_data(out, studies=studies, seed=seed, options=SyntheticOptions(image_size=image_size),
-                                       overwrite=overwrite)
+                                       overwrite=overwrite, workers=workers)
     except (ValueError, FileExistsError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary.as_dict(), indent=2))

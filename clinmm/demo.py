@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,8 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
         from clinmm.data.synthetic import generate_sample_data
 
         with timer.step("data"):
-            generate_sample_data(paths.data, studies=studies, seed=seed, overwrite=True)
+            generate_sample_data(paths.data, studies=studies, seed=seed, overwrite=True,
+                                 workers=min(4, os.cpu_count() or 1))
         (paths.data / ".demo-stamp.json").write_text(json.dumps(data_key))
 
     config = demo_config()

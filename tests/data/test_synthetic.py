@@ -245,7 +245,7 @@ def test_long_notes_exist() -> None:
 def test_deterministic_byte_identical(tmp_path: Path) -> None:
     opts = SyntheticOptions(image_size=48)
     generate_sample_data(tmp_path / "a", studies=25, seed=5, options=opts)
-    generate_sample_data(tmp_path / "b", studies=25, seed=5, options=opts)
+    generate_sample_data(tmp_path / "b", studies=25, seed=5, options=opts, workers=2)  # parallel: same files
     generate_sample_data(tmp_path / "c", studies=25, seed=6, options=opts)
     a, b, c = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
     assert a == b

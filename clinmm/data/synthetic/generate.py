@@ -190,6 +190,7 @@ def generate_sample_data(
     seed: int = 0,
     options: SyntheticOptions | None = None,
     overwrite: bool = False,
+    workers: int = 0,
 ) -> SyntheticSummary:
     """Generate the synthetic data set into ``out``.
 
@@ -199,6 +200,8 @@ def generate_sample_data(
         seed: random seed; the same seed and options give byte-identical files.
         options: generator knobs (defaults: :class:`SyntheticOptions`).
         overwrite: delete what a previous run wrote in ``out`` (manifest, notes, dicom/, ground_truth/, README) first.
+        workers: processes that render and write patients in parallel (0 or 1: this process). The files are the same
+            whatever the number of workers.
 
     Returns:
         :class:`SyntheticSummary` with counts.
@@ -235,95 +238,23 @@ def generate_sample_data(
     compression = _deck(plan, n, {"rle": opts.rle, "jpegls": opts.jpegls})
     long_note = _deck(plan, n, {"long": opts.long_note})
 
+    decks = {"missing": missing, "modality": modality, "photometric": photometric, "rescaled": rescaled,
+             "shape": shape, "compression": compression, "long_note": long_note}
+    jobs, j = [], 0
+    for p, n_studies in enumerate(sizes):
+        jobs.append(_PatientJob(out=out, seed=seed, opts=opts, patient=p, n_studies=n_studies, first=j,
+                                split=splits[p], decks={k: v[j:j + n_studies] for k, v in decks.items()}))
+        j += n_studies
     rows_out: list[dict[str, str]] = []
     note_rows: list[tuple[str, str, str]] = []
     evidence: dict[str, list[dict[str, str | int]]] = {}
     counts: dict[str, int] = {}
-    size = opts.image_size
-    j = 0
-    for p, n_studies in enumerate(sizes):
-        prng = np.random.default_rng(np.random.SeedSequence([seed, 1, p]))
-        patient_id = f"P{p + 1:05d}"
-        sex = "F" if prng.random() < 0.5 else "M"
-        band, lo, hi = _AGE_BANDS[int(prng.choice(3, p=[0.25, 0.4, 0.35]))]
-        site = SITES[int(prng.choice(3, p=[0.45, 0.35, 0.2]))]
-        birth_year = 2024 - int(prng.integers(lo, hi + 1))
-        birth = f"{birth_year}{int(prng.integers(1, 13)):02d}{int(prng.integers(1, 29)):02d}"
-        day0 = int(prng.integers(0, 500))
-        for k in range(n_studies):
-            srng = np.random.default_rng(np.random.SeedSequence([seed, 2, p, k]))
-            study_id = f"S{j + 1:05d}"
-            split = splits[p]
-            truth = {name: int(srng.random() < opts.prevalence[name]) for name in ("nodule", "consolidation",
-                                                                                 "fever", "dyspnea")}
-            truth["pneumonia"] = int(truth["consolidation"] and truth["fever"])
-            day = day0 + k * int(srng.integers(20, 120))
-            date = np.datetime64("2023-01-01") + np.timedelta64(day, "D")
-            study_date = str(date).replace("-", "")
-            age = int(study_date[:4]) - birth_year
-            info = DicomStudyInfo(
-                seed=seed, study_id=study_id, patient_id=patient_id, patient_name=f"SYNTHETIC^{patient_id}",
-                sex=sex, birth_date=birth, age_years=age, study_date=study_date,
-                study_time=f"{int(srng.integers(7, 20)):02d}{int(srng.integers(0, 60)):02d}00",
-                accession=f"ACC{seed % 1000:03d}{j + 1:06d}", site=site,
-            )
-            has_image, has_note = missing[j] != "image", missing[j] != "note"
-            image_path, mod, view = "", "", ""
-            if has_image:
-                study_dir = out / "dicom" / patient_id / study_id
-                mod = modality[j] or "CR"
-                if mod == "CT":
-                    view = "AXIAL"
-                    rendered = render_ct(srng, rows=size, cols=size, slices=int(srng.integers(3, 6)),
-                                         nodule=bool(truth["nodule"]), consolidation=bool(truth["consolidation"]),
-                                         params=opts.lesions)
-                    write_ct_series(study_dir / "CT", rendered.pixels, info=info, pixel_spacing=round(360 / size, 4),
-                                    slice_thickness=5.0,
-                                    transfer_syntax=RLELossless if compression[j] else ExplicitVRLittleEndian)
-                    image_path = f"dicom/{patient_id}/{study_id}/CT"
-                else:
-                    view = "PA" if srng.random() < 0.7 else "AP"
-                    rows = int(round(size * 1.25)) if shape[j] == "tall" else size
-                    rendered = render_radiograph(srng, rows=rows, cols=size, nodule=bool(truth["nodule"]),
-                                                 consolidation=bool(truth["consolidation"]), params=opts.lesions)
-                    slope, intercept = (1.0, 0.0)
-                    if rescaled[j] and mod == "CR":  # DX For Presentation requires slope 1 / intercept 0
-                        slope, intercept = (2.0, -1000.0) if srng.random() < 0.5 else (1.5, -512.0)
-                    ts = {"rle": RLELossless, "jpegls": JPEGLSLossless}.get(compression[j], ExplicitVRLittleEndian)
-                    encoding = RadiographEncoding(
-                        modality=mod, view=view, photometric=photometric[j] or "MONOCHROME2", slope=slope,
-                        intercept=intercept, transfer_syntax=ts, pixel_spacing=round(400 / size, 4),
-                    )
-                    write_radiograph(study_dir / "IM0001.dcm", rendered.pixels[0], info=info, encoding=encoding)
-                    image_path = f"dicom/{patient_id}/{study_id}/IM0001.dcm"
-                masks = dict(rendered.masks)
-                if truth["pneumonia"]:
-                    masks["pneumonia"] = rendered.masks["consolidation"]
-                for label in sorted(masks):
-                    (out / "ground_truth" / "masks" / f"{study_id}__{label}.png").write_bytes(_png_bytes(masks[label]))
-                counts[f"modality_{mod}"] = counts.get(f"modality_{mod}", 0) + 1
-            note_text = ""
-            if has_note:
-                note = render_note(srng, truth={name: truth[name] for name in NOTE_LABELS}, split=split,
-                                   long=bool(long_note[j]))
-                note_text = note.text
-                evidence[study_id] = [m.as_dict() for m in note.mentions]
-                note_rows.append((info.study_uid, info.accession, note_text))
-            labels = {}
-            for name in LABELS:
-                blank = srng.random() < opts.unknown_label
-                labels[f"label_{name}"] = "" if blank else str(truth[name])
-                if not blank and truth[name]:
-                    counts[f"positive_{name}"] = counts.get(f"positive_{name}", 0) + 1
-            rows_out.append({
-                "study_id": study_id, "patient_id": patient_id, "split": split, "image_path": image_path,
-                "note_text": note_text, **labels, "sex": sex, "age_band": band, "site": site.name, "modality": mod,
-                "view": view,
-            })
-            counts[f"split_{split}"] = counts.get(f"split_{split}", 0) + 1
-            counts["no_image"] = counts.get("no_image", 0) + (not has_image)
-            counts["no_note"] = counts.get("no_note", 0) + (not has_note)
-            j += 1
+    for part in _run_jobs(jobs, workers):  # in patient order whatever the number of workers
+        rows_out += part.rows
+        note_rows += part.note_rows
+        evidence.update(part.evidence)
+        for k, v in part.counts.items():
+            counts[k] = counts.get(k, 0) + v
 
     with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
@@ -339,6 +270,134 @@ def generate_sample_data(
     (out / "README.md").write_text(_readme(summary, opts), encoding="utf-8")
     logger.info("synthetic data: %d studies, %d patients written to %s", studies, len(sizes), out)
     return summary
+
+
+
+@dataclass
+class _PatientJob:
+    """Everything needed to write one patient's studies, independently of every other patient."""
+
+    out: Path
+    seed: int
+    opts: SyntheticOptions
+    patient: int
+    n_studies: int
+    first: int  # global index of the patient's first study (study ids and accession numbers)
+    split: str
+    decks: dict[str, list[str]]
+
+
+@dataclass
+class _PatientPart:
+    rows: list[dict[str, str]] = field(default_factory=list)
+    note_rows: list[tuple[str, str, str]] = field(default_factory=list)
+    evidence: dict[str, list[dict[str, str | int]]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _run_jobs(jobs: list[_PatientJob], workers: int):
+    """Yield each job's :class:`_PatientPart` in job order, in this process or in ``workers`` processes."""
+    if workers <= 1 or len(jobs) < 2:
+        yield from map(_write_patient, jobs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_write_patient, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+
+
+def _write_patient(job: _PatientJob) -> _PatientPart:
+    """Render and write one patient's studies (DICOM, masks) and return their rows, notes and evidence."""
+    out, seed, opts, p, n_studies = job.out, job.seed, job.opts, job.patient, job.n_studies
+    size = opts.image_size
+    part = _PatientPart()
+    rows_out, note_rows, evidence, counts = part.rows, part.note_rows, part.evidence, part.counts
+    prng = np.random.default_rng(np.random.SeedSequence([seed, 1, p]))
+    patient_id = f"P{p + 1:05d}"
+    sex = "F" if prng.random() < 0.5 else "M"
+    band, lo, hi = _AGE_BANDS[int(prng.choice(3, p=[0.25, 0.4, 0.35]))]
+    site = SITES[int(prng.choice(3, p=[0.45, 0.35, 0.2]))]
+    birth_year = 2024 - int(prng.integers(lo, hi + 1))
+    birth = f"{birth_year}{int(prng.integers(1, 13)):02d}{int(prng.integers(1, 29)):02d}"
+    day0 = int(prng.integers(0, 500))
+    for k in range(n_studies):
+        j = job.first + k  # global study index
+        srng = np.random.default_rng(np.random.SeedSequence([seed, 2, p, k]))
+        study_id = f"S{j + 1:05d}"
+        split = job.split
+        truth = {name: int(srng.random() < opts.prevalence[name]) for name in ("nodule", "consolidation",
+                                                                             "fever", "dyspnea")}
+        truth["pneumonia"] = int(truth["consolidation"] and truth["fever"])
+        day = day0 + k * int(srng.integers(20, 120))
+        date = np.datetime64("2023-01-01") + np.timedelta64(day, "D")
+        study_date = str(date).replace("-", "")
+        age = int(study_date[:4]) - birth_year
+        info = DicomStudyInfo(
+            seed=seed, study_id=study_id, patient_id=patient_id, patient_name=f"SYNTHETIC^{patient_id}",
+            sex=sex, birth_date=birth, age_years=age, study_date=study_date,
+            study_time=f"{int(srng.integers(7, 20)):02d}{int(srng.integers(0, 60)):02d}00",
+            accession=f"ACC{seed % 1000:03d}{j + 1:06d}", site=site,
+        )
+        has_image, has_note = job.decks["missing"][k] != "image", job.decks["missing"][k] != "note"
+        image_path, mod, view = "", "", ""
+        if has_image:
+            study_dir = out / "dicom" / patient_id / study_id
+            mod = job.decks["modality"][k] or "CR"
+            if mod == "CT":
+                view = "AXIAL"
+                rendered = render_ct(srng, rows=size, cols=size, slices=int(srng.integers(3, 6)),
+                                     nodule=bool(truth["nodule"]), consolidation=bool(truth["consolidation"]),
+                                     params=opts.lesions)
+                write_ct_series(study_dir / "CT", rendered.pixels, info=info, pixel_spacing=round(360 / size, 4),
+                                slice_thickness=5.0,
+                                transfer_syntax=RLELossless if job.decks["compression"][k]
+                                else ExplicitVRLittleEndian)
+                image_path = f"dicom/{patient_id}/{study_id}/CT"
+            else:
+                view = "PA" if srng.random() < 0.7 else "AP"
+                rows = int(round(size * 1.25)) if job.decks["shape"][k] == "tall" else size
+                rendered = render_radiograph(srng, rows=rows, cols=size, nodule=bool(truth["nodule"]),
+                                             consolidation=bool(truth["consolidation"]), params=opts.lesions)
+                slope, intercept = (1.0, 0.0)
+                if job.decks["rescaled"][k] and mod == "CR":  # DX For Presentation requires slope 1 / intercept 0
+                    slope, intercept = (2.0, -1000.0) if srng.random() < 0.5 else (1.5, -512.0)
+                ts = {"rle": RLELossless, "jpegls": JPEGLSLossless}.get(job.decks["compression"][k],
+                                                                        ExplicitVRLittleEndian)
+                encoding = RadiographEncoding(
+                    modality=mod, view=view, photometric=job.decks["photometric"][k] or "MONOCHROME2", slope=slope,
+                    intercept=intercept, transfer_syntax=ts, pixel_spacing=round(400 / size, 4),
+                )
+                write_radiograph(study_dir / "IM0001.dcm", rendered.pixels[0], info=info, encoding=encoding)
+                image_path = f"dicom/{patient_id}/{study_id}/IM0001.dcm"
+            masks = dict(rendered.masks)
+            if truth["pneumonia"]:
+                masks["pneumonia"] = rendered.masks["consolidation"]
+            for label in sorted(masks):
+                (out / "ground_truth" / "masks" / f"{study_id}__{label}.png").write_bytes(_png_bytes(masks[label]))
+            counts[f"modality_{mod}"] = counts.get(f"modality_{mod}", 0) + 1
+        note_text = ""
+        if has_note:
+            note = render_note(srng, truth={name: truth[name] for name in NOTE_LABELS}, split=split,
+                               long=bool(job.decks["long_note"][k]))
+            note_text = note.text
+            evidence[study_id] = [m.as_dict() for m in note.mentions]
+            note_rows.append((info.study_uid, info.accession, note_text))
+        labels = {}
+        for name in LABELS:
+            blank = srng.random() < opts.unknown_label
+            labels[f"label_{name}"] = "" if blank else str(truth[name])
+            if not blank and truth[name]:
+                counts[f"positive_{name}"] = counts.get(f"positive_{name}", 0) + 1
+        rows_out.append({
+            "study_id": study_id, "patient_id": patient_id, "split": split, "image_path": image_path,
+            "note_text": note_text, **labels, "sex": sex, "age_band": band, "site": site.name, "modality": mod,
+            "view": view,
+        })
+        counts[f"split_{split}"] = counts.get(f"split_{split}", 0) + 1
+        counts["no_image"] = counts.get("no_image", 0) + (not has_image)
+        counts["no_note"] = counts.get("no_note", 0) + (not has_note)
+    return part
 
 
 def _readme(summary: SyntheticSummary, opts: SyntheticOptions) -> str:
