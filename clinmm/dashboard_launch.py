@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from clinmm.errors import ConfigError
@@ -135,7 +137,30 @@ def launch(
     child_env.setdefault("HF_HUB_OFFLINE", "1")
     child_env.setdefault("TRANSFORMERS_OFFLINE", "1")
     logger.info("serving the dashboard on http://%s:%d", address, port)
+    return _run_forwarding_signals(command, env=child_env)
+
+
+def _run_forwarding_signals(command: list[str], *, env: dict[str, str]) -> int:
+    """Run ``command`` in the foreground; SIGTERM / SIGHUP sent to this process reach the server too.
+
+    Without this, stopping ``clinmm dashboard`` with ``kill`` (a service manager, a test) would leave the Streamlit
+    server running, orphaned, on its port. Ctrl-C reaches both through the terminal's process group.
+    """
+    child = subprocess.Popen(command, env=env)
+    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in forwarded}
     try:
-        return subprocess.call(command, env=child_env)
+        return child.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -55,3 +55,13 @@ def test_clinmm_dashboard_from_an_installed_wheel(tmp_path: Path, scores_dir: Pa
     finally:
         process.terminate()
         process.wait(timeout=30)
+    # SIGTERM to `clinmm dashboard` stops the Streamlit server it started (no orphan left on the port)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).close()
+            time.sleep(0.5)
+        except OSError:
+            break
+    else:
+        raise AssertionError(f"the dashboard server on port {port} outlived `clinmm dashboard`")
