@@ -123,7 +123,7 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
         progress: tqdm bars on stderr.
         init_from: a ``clinmm pretrain-contrastive`` directory to initialise every model from (what exists of it).
         max_val: use only the first ``max_val`` validation studies (the test split is always used whole).
-        text_cache_file: safetensors file to reuse / store the frozen text features (see ``CachedTextEncoder``).
+        text_cache_file: safetensors file to reuse / store the frozen text features (see ``clinmm.models.text_cache.FrozenTextCache``).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -145,15 +145,18 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
                                               tokenizer=tokenizer, limits={"train": max_train, "val": max_val})
     t_prep = time.perf_counter() - t0
     logger.info("compare: prepared %s studies in %.0fs", {k: len(v) for k, v in samples.items()}, t_prep)
-    shared_text = text_encoder
     t_cache = 0.0
-    if cache_text:
-        from clinmm.training.text_cache import CachedTextEncoder
+    shared_cache = None
+    if cache_text:  # one encoding pass for every method: the models share the frozen encoder and its cache
+        from clinmm.models.text_cache import FrozenTextCache
 
         tc = time.perf_counter()
-        shared_text = CachedTextEncoder(encoder=text_encoder, samples=samples["train"] + samples["val"] +
-                                        samples["test"],
-                                        path=str(text_cache_file) if text_cache_file else None)
+        shared_cache = FrozenTextCache(max_bytes=None)
+        if text_cache_file:
+            shared_cache.load(text_cache_file)
+        notes = [s.note for split in ("train", "val", "test") for s in samples[split]]
+        if shared_cache.fill(text_encoder.to(device), notes, pad_id=pad_id) and text_cache_file:
+            shared_cache.save(text_cache_file)
         t_cache = time.perf_counter() - tc
     test = samples["test"]
     y_test = np.stack([s.labels for s in test])
@@ -172,7 +175,7 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
         cfg = copy.deepcopy(config)
         cfg.fusion.method = method
         seed_everything(cfg.train.seed)
-        model = build_model_with_text(cfg, labels, shared_text)
+        model = build_model_with_text(cfg, labels, text_encoder, text_cache=shared_cache)
         if init_from is not None:
             load_init_weights(model, init_from, allow_missing_prefixes=True)
         model.to(device)
@@ -195,7 +198,7 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
         logger.info("compare: %s done in %.0fs: %s", method, seconds,
                     {k: round(v, 3) for k, v in aurocs["full"].items()})
         if method == "cross_attention":
-            _save_fused(out, model, cfg, labels, text_encoder if cache_text else None, fitted)
+            _save_fused(out, model, cfg, labels, fitted)
         result.checks = _checks(result, labels, out, n_boot=n_boot, seed=config.train.seed)
         _write(out, result, labels)
     result.checks = _checks(result, labels, out, n_boot=n_boot, seed=config.train.seed)
@@ -204,21 +207,19 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
     return result
 
 
-def build_model_with_text(cfg: ClinmmConfig, labels: list[str], text_encoder):
-    """A :class:`ClinmmModel` that reuses an existing (possibly cached) text encoder instead of loading one."""
+def build_model_with_text(cfg: ClinmmConfig, labels: list[str], text_encoder, *, text_cache=None):
+    """A :class:`ClinmmModel` that reuses an existing text encoder (and its feature cache) instead of loading one."""
     from clinmm.models.classifier import ClinmmModel
 
     return ClinmmModel(config=cfg, labels=labels, text_encoder=text_encoder if cfg.fusion.method != "image_only"
-                       else None)
+                       else None, text_cache=text_cache)
 
 
-def _save_fused(out: Path, model, cfg: ClinmmConfig, labels: list[str], live_text, fitted) -> None:
-    """Write the fused model as a normal checkpoint (the frozen live text encoder put back in place of the cache)."""
+def _save_fused(out: Path, model, cfg: ClinmmConfig, labels: list[str], fitted) -> None:
+    """Write the fused model as a normal checkpoint."""
     from clinmm.calibration import fit_calibration
     from clinmm.checkpoint import save_checkpoint
 
-    if live_text is not None:
-        model.text_encoder = live_text
     save_checkpoint(out / "cross_attention_ckpt", model=model.cpu(), config=cfg, labels=labels,
                     calibration=fit_calibration(np.zeros((0, len(labels))), np.zeros((0, len(labels)))),
                     scope={"modalities": cfg.data.modalities}, model_card={"name": "compare cross_attention",

@@ -153,7 +153,7 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
         cache_text: with a fully frozen text encoder (and no LoRA), compute its features once.
         max_train: use only the paired studies among the first ``max_train`` training studies.
         progress: tqdm bar on stderr.
-        text_cache_file: safetensors file to reuse / store the frozen text features (``CachedTextEncoder``).
+        text_cache_file: safetensors file to reuse / store the frozen text features (``clinmm.models.text_cache.FrozenTextCache``).
     """
     from safetensors.torch import save_file
     from tqdm import tqdm
@@ -179,11 +179,15 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
                          f"{len(train_pairs)} train and {len(test_pairs)} test pairs")
     seconds["prepare"] = time.perf_counter() - t0
     live_text = model.text_encoder
-    from clinmm.training.text_cache import CachedTextEncoder, fully_frozen
-
-    if cache_text and not text_lora and fully_frozen(live_text):
-        model.text_encoder = CachedTextEncoder(encoder=live_text, samples=train_pairs + test_pairs,
-                                               path=str(text_cache_file) if text_cache_file else None)
+    if cache_text and not text_lora and model.text_frozen():
+        model.text_cache.max_bytes = None  # every paired note, every epoch
+        if text_cache_file:
+            model.text_cache.load(text_cache_file)
+        notes = [s.note for s in train_pairs + test_pairs]
+        if model.text_cache.fill(live_text.to(device), notes, pad_id=pad_id) and text_cache_file:
+            model.text_cache.save(text_cache_file)
+    else:
+        model.text_cache.enabled = False
     head = ContrastiveHead(dim=config.fusion.dim, embed_dim=embed_dim)
     model.to(device)
     head.to(device)
@@ -240,7 +244,6 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
     recall = retrieval_recall(zi, zt)
     logger.info("retrieval after pretraining: %s", recall)
 
-    model.text_encoder = live_text
     if text_lora:  # merge adapters so that any (non-LoRA) classifier can load the text weights
         live_text.model = live_text.model.merge_and_unload()
     state = model.cpu().state_dict()

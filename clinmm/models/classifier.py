@@ -82,9 +82,12 @@ class ClinmmModel(nn.Module):
         config: the whole configuration (image, text, fusion sections are used).
         labels: finding names in output order.
         text_encoder: a :class:`clinmm.models.text.TextEncoder` (None for ``image_only``).
+        text_cache: the cache of frozen text features to use (None: a new one). Models that share one frozen
+            ``text_encoder`` may share one cache.
     """
 
-    def __init__(self, *, config: ClinmmConfig, labels: list[str], text_encoder: nn.Module | None) -> None:
+    def __init__(self, *, config: ClinmmConfig, labels: list[str], text_encoder: nn.Module | None,
+                 text_cache: FrozenTextCache | None = None) -> None:
         super().__init__()
         self.config = config
         self.labels = list(labels)
@@ -109,15 +112,27 @@ class ClinmmModel(nn.Module):
             self.text_head = nn.Linear(dim, num_labels)
         self.fusion = build_fusion(config.fusion, num_labels=num_labels)
         # Used while every text-encoder weight is frozen (the CPU demo's training); loaded checkpoints switch it off.
-        self.text_cache = FrozenTextCache()
+        self.text_cache = text_cache if text_cache is not None else FrozenTextCache()
 
     def text_frozen(self) -> bool:
         """True when no text-encoder parameter is trainable (its outputs can then be cached per note)."""
         return self.text_encoder is not None and not any(p.requires_grad for p in self.text_encoder.parameters())
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self.text_cache.clear()  # cached text features belong to the previous weights
+        if len(self.text_cache) and self._changes_text_encoder(state_dict):
+            self.text_cache.clear()  # cached text features belong to the previous weights
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _changes_text_encoder(self, state_dict) -> bool:
+        """True when loading ``state_dict`` would change any text-encoder tensor (or the encoder is absent)."""
+        if self.text_encoder is None:
+            return True
+        current = self.text_encoder.state_dict()
+        for name, value in current.items():
+            new = state_dict.get(f"text_encoder.{name}")
+            if new is not None and not torch.equal(new.to(value.device), value):
+                return True
+        return False
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the pretrained text encoder (lower learning rate)."""

@@ -5,28 +5,44 @@ output for a note never changes, so recomputing it every epoch is pure waste. Th
 chunk contents, stores the kept tokens' features, and re-lays them out for whatever padding the next batch uses, so
 the result equals the encoder's own output at every kept position (padding invariance makes that exact).
 Features are always computed with the encoder in eval mode (no dropout noise is frozen into the cache).
+
+:class:`clinmm.models.classifier.ClinmmModel` consults its cache (``model.text_cache``) in ``forward_text``. Several
+models that share one frozen encoder may share one cache (``clinmm compare``); :meth:`FrozenTextCache.fill` encodes a
+list of notes up front, and :meth:`~FrozenTextCache.save` / :meth:`~FrozenTextCache.load` share the encoding pass
+between processes (``clinmm compare`` and ``clinmm pretrain-contrastive``) through a safetensors file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from clinmm.text.tokenize import EncodedNote, collate_notes
+
 __all__ = ["FrozenTextCache"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "clinmm-frozen-text-cache/1"
 
 
 class FrozenTextCache:
     """Per-note cache of kept-token features.
 
     Args:
-        max_bytes: feature memory kept at most; later notes are computed every time (no eviction churn).
+        max_bytes: feature memory kept at most (None: no limit); later notes are computed every time (no eviction
+            churn).
         enabled: whether the model uses the cache (checkpoints loaded for inference switch it off: a scoring run
             sees each note once, so caching would only cost memory).
     """
 
-    def __init__(self, *, max_bytes: int = 512 * 1024**2, enabled: bool = True) -> None:
+    def __init__(self, *, max_bytes: int | None = 512 * 1024**2, enabled: bool = True) -> None:
         self.max_bytes = max_bytes
         self.enabled = enabled
         self.nbytes = 0
@@ -56,6 +72,90 @@ class FrozenTextCache:
         kept = (keep.bool() & am.bool()).nonzero()  # (T, 2): chunk, position
         return h.digest(), kept
 
+    def _put(self, key: bytes, kept: torch.Tensor, vec: torch.Tensor) -> None:
+        size = vec.numel() * vec.element_size()
+        if self.max_bytes is None or self.nbytes + size <= self.max_bytes:
+            self._store[key] = (kept.cpu(), vec)
+            self.nbytes += size
+
+    def _encode(self, encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                keep: torch.Tensor, keys: Sequence[tuple[bytes, torch.Tensor]]) -> list[torch.Tensor]:
+        """Run ``encoder`` (eval mode, no grad) on a batch; store and return each note's kept features (T, H)."""
+        length = input_ids.shape[2]
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                feats = encoder(input_ids, attention_mask, keep)  # tokens (M, K*L, H)
+        finally:
+            encoder.train(was_training)
+        out = []
+        for j, (key, kept) in enumerate(keys):
+            flat = kept[:, 0] * length + kept[:, 1]  # (T,)
+            vec = feats.tokens[j, flat.to(feats.tokens.device)].detach()  # (T, H)
+            self._put(key, kept, vec)
+            out.append(vec)
+        return out
+
+    def fill(self, encoder: nn.Module, notes: Sequence[EncodedNote], *, batch_size: int = 32, pad_id: int = 0) -> int:
+        """Encode every note not cached yet, ``batch_size`` at a time (similar lengths together); return how many.
+
+        Args:
+            encoder: the frozen text encoder whose features the cache holds.
+            notes: encoded notes (empty notes are skipped).
+            batch_size: notes per encoder call.
+            pad_id: the tokenizer's pad id.
+        """
+        todo: dict[bytes, EncodedNote] = {}
+        for note in notes:
+            if note.num_chunks == 0:
+                continue
+            key, _ = self._key(note.input_ids, note.attention_mask, note.keep)
+            if key not in self._store:
+                todo.setdefault(key, note)
+        order = sorted(todo.values(), key=lambda n: (n.num_chunks, int(n.attention_mask.sum())))
+        device = next(encoder.parameters()).device
+        for start in range(0, len(order), batch_size):
+            batch = collate_notes(order[start : start + batch_size], pad_id=pad_id)
+            ids, am, keep = (batch[k] for k in ("input_ids", "attention_mask", "keep"))
+            keys = [self._key(ids[i], am[i], keep[i]) for i in range(ids.shape[0])]
+            self._encode(encoder, ids.to(device), am.to(device), keep.to(device), keys)
+        self.misses += len(order)
+        logger.info("encoded %d notes for the frozen-text cache (%d cached)", len(order), len(self))
+        return len(order)
+
+    def save(self, path: str | Path) -> None:
+        """Write the cache to a safetensors file (atomically). Only valid for the same encoder and tokenizer."""
+        from safetensors.torch import save_file
+
+        tensors: dict[str, torch.Tensor] = {}
+        for key, (kept, vec) in self._store.items():
+            tensors[f"{key.hex()}.kept"] = kept.contiguous()
+            tensors[f"{key.hex()}.feats"] = vec.detach().cpu().contiguous()
+        tmp = f"{path}.tmp{os.getpid()}"
+        save_file(tensors, tmp, metadata={"format": _FORMAT})
+        os.replace(tmp, path)
+
+    def load(self, path: str | Path) -> int:
+        """Add the notes stored in ``path`` (see :meth:`save`); return how many. A missing file adds none.
+
+        The caller chooses the file name so that it belongs to one encoder and tokenizer setting; a file written in
+        another format is ignored with a warning.
+        """
+        from safetensors import safe_open
+
+        if not os.path.isfile(path):
+            return 0
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("format") != _FORMAT:
+                logger.warning("%s is not a %s file; ignored (its notes will be encoded again)", path, _FORMAT)
+                return 0
+            names = {name.rsplit(".", 1)[0] for name in f.keys()}
+            for name in names:
+                self._put(bytes.fromhex(name), f.get_tensor(f"{name}.kept"), f.get_tensor(f"{name}.feats"))
+        logger.info("loaded %d cached note features from %s", len(names), path)
+        return len(names)
+
     def __call__(self, encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (B, K*L, H) and mask (B, K*L), as ``encoder(input_ids, attention_mask, keep)`` would return."""
@@ -63,30 +163,18 @@ class FrozenTextCache:
         device = next(encoder.parameters()).device
         h = encoder.hidden_size
         keys = [self._key(input_ids[i], attention_mask[i], keep[i]) for i in range(b)]
-        missing = [i for i, (key, _) in enumerate(keys) if key not in self._store]
+        missing = [i for i, (key, kept) in enumerate(keys) if len(kept) and key not in self._store]  # empty: zeros
         fresh: dict[int, torch.Tensor] = {}
         if missing:
-            was_training = encoder.training
-            encoder.eval()
-            with torch.no_grad():
-                sel = torch.tensor(missing)
-                feats = encoder(input_ids[sel], attention_mask[sel], keep[sel])  # tokens (M, K*L, H)
-            encoder.train(was_training)
-            for j, i in enumerate(missing):
-                kept = keys[i][1]
-                flat = kept[:, 0] * length + kept[:, 1]  # (T,)
-                vec = feats.tokens[j, flat.to(feats.tokens.device)].detach()  # (T, H)
-                fresh[i] = vec
-                size = vec.numel() * vec.element_size()
-                if self.nbytes + size <= self.max_bytes:
-                    self._store[keys[i][0]] = (kept.cpu(), vec)
-                    self.nbytes += size
+            sel = torch.tensor(missing, device=input_ids.device)
+            vecs = self._encode(encoder, input_ids[sel], attention_mask[sel], keep[sel], [keys[i] for i in missing])
+            fresh = dict(zip(missing, vecs))
             self.misses += len(missing)
         self.hits += b - len(missing)
         tokens = torch.zeros(b, k * length, h, device=device)  # (B, K*L, H)
         for i, (key, kept) in enumerate(keys):
-            vec = fresh[i] if i in fresh else self._store[key][1]
             if len(kept):
+                vec = fresh[i] if i in fresh else self._store[key][1]
                 flat = (kept[:, 0] * length + kept[:, 1]).to(device)  # (T,) positions in this batch's layout
                 tokens[i, flat] = vec.to(device=device, dtype=tokens.dtype)
         mask = (attention_mask.bool() & keep.bool()).reshape(b, k * length).to(device)  # (B, K*L)

@@ -35,7 +35,10 @@ def test_paired_bootstrap_delta():
 def test_compare_end_to_end(tmp_path, tiny_text_dir):
     cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8)
     result = compare(TINY, tmp_path, config=cfg, methods=("cross_attention", "image_only", "text_only"),
-                     n_boot=50, progress=False)
+                     n_boot=50, progress=False, text_cache_file=tmp_path / "text.safetensors")
+    from clinmm.models.text_cache import FrozenTextCache
+
+    assert FrozenTextCache().load(tmp_path / "text.safetensors") > 0  # the shared encoding pass, for the next run
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["methods"]) == {"cross_attention", "image_only", "text_only"}
     for m in saved["methods"].values():
