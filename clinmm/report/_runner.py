@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,24 +27,12 @@ logger = logging.getLogger(__name__)
 
 SUBGROUP_COLUMNS = ("sex", "age_band", "site")
 
-_SCRUB = [
-    (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"), "[EMAIL]"),
-    (re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b"), "[DATE]"),
-    (re.compile(r"\b(?:19|20)\d{2}\d{4}\b"), "[DATE]"),
-    (re.compile(r"\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2},? \d{4}\b"), "[DATE]"),
-    (re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.? [A-Z][a-zA-Z'-]+(?: [A-Z][a-zA-Z'-]+)?"), "[NAME]"),
-    (re.compile(r"\b(?:MRN|ID|Acc(?:ession)?)[:# ]*\w+\b", re.IGNORECASE), "[ID]"),
-    (re.compile(r"\d{5,}"), "[NUMBER]"),
-]
-
-
 def scrub_note(text: str, *, max_chars: int = 280) -> str:
-    """Best-effort scrubbing of a note excerpt for the report gallery (dates, e-mails, titled names, IDs, long
-    numbers), cut to ``max_chars``. Not a de-identification guarantee; the report says so."""
-    out = text
-    for pattern, repl in _SCRUB:
-        out = pattern.sub(repl, out)
-    out = " ".join(out.split())
+    """A note excerpt for the report gallery: :func:`clinmm.text.preprocess.scrub_phi` (the dashboard's rule too),
+    whitespace collapsed, cut to ``max_chars``. Not a de-identification guarantee; the report says so."""
+    from clinmm.text.preprocess import scrub_phi
+
+    out = " ".join(scrub_phi(text).text.split())
     return out if len(out) <= max_chars else out[: max_chars - 1].rstrip() + "…"
 
 

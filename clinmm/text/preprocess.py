@@ -200,7 +200,9 @@ def parse_sections(text: str | None) -> Sections:
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
           r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
 _PATTERNS: list[tuple[str, re.Pattern]] = [
+    ("EMAIL", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
     ("DATE", re.compile(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b")),
+    ("DATE", re.compile(r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b")),  # DICOM-style 20240312
     ("DATE", re.compile(r"\b\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})\b")),
     ("DATE", re.compile(rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.IGNORECASE)),
     ("DATE", re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}\s+\d{{4}}\b", re.IGNORECASE)),
@@ -210,9 +212,11 @@ _PATTERNS: list[tuple[str, re.Pattern]] = [
     ("PHONE", re.compile(r"\b\d{3}-\d{4}\b")),
     ("ID", re.compile(r"(?i)\b(?:mrn|medical record(?: number)?|acc(?:ession)?(?: number| no\.?)?|id)\s*[:#]\s*"
                       r"(?P<v>[A-Z0-9-]{4,})")),
-    ("NAME", re.compile(r"\b(?:Dr|Doctor|Drs)\.?\s+(?P<v>[A-Z][A-Za-z'-]+(?:\s+[A-Z]\.)?(?:\s+[A-Z][A-Za-z'-]+)?)")),
+    ("NAME", re.compile(r"\b(?:Dr|Doctor|Drs|Mr|Mrs|Ms|Miss|Prof)\.?\s+(?P<v>[A-Z][A-Za-z'-]+(?:\s+[A-Z]\.)?"
+                        r"(?:\s+[A-Z][A-Za-z'-]+)?)")),
     ("NAME", re.compile(r"(?i:\b(?:patient|pt|name|patient name)\s*:)\s*(?P<v>[A-Z][A-Za-z'-]+"
                         r"(?:,?\s+(?![A-Z][A-Za-z'-]*\s*[:#])[A-Z][A-Za-z'-]+){0,2})")),
+    ("ID", re.compile(r"\b\d{5,}\b")),  # unlabelled record / accession numbers (after dates and phone numbers)
 ]
 
 
@@ -222,7 +226,7 @@ class ScrubResult:
 
     Attributes:
         text: the text for display.
-        spans: ``(start, end, kind)`` replaced spans in the ORIGINAL text (kind: DATE, PHONE, NAME, ID).
+        spans: ``(start, end, kind)`` replaced spans in the ORIGINAL text (kind: EMAIL, DATE, PHONE, NAME, ID).
         same_length: True when replacements kept every character position (then original offsets still apply).
     """
 
@@ -232,7 +236,9 @@ class ScrubResult:
 
 
 def scrub_phi(text: str | None, *, same_length: bool = False, mask_char: str = "█") -> ScrubResult:
-    """Best-effort removal of dates, phone numbers, IDs and names after "Dr." / "Patient:" — for display only.
+    """Best-effort removal of e-mail addresses, dates, phone numbers, IDs (labelled, or runs of 5+ digits) and names
+    after a title ("Dr.", "Mrs", "Prof") or "Patient:" — for display only. The one scrubbing rule of clinmm: the
+    dashboard's note panel and the validation report's gallery both use it.
 
     This is a safety net, not de-identification: free text can hold identifiers no pattern catches (nicknames,
     addresses, rare formats). Show the result with a visible "best-effort" notice.
@@ -240,7 +246,7 @@ def scrub_phi(text: str | None, *, same_length: bool = False, mask_char: str = "
     Args:
         text: the note.
         same_length: replace each character by ``mask_char`` so character offsets (attribution highlights) stay valid;
-            otherwise a span becomes ``[DATE]``, ``[PHONE]``, ``[NAME]`` or ``[ID]``.
+            otherwise a span becomes ``[EMAIL]``, ``[DATE]``, ``[PHONE]``, ``[NAME]`` or ``[ID]``.
         mask_char: the masking character for ``same_length``.
     """
     text = text or ""

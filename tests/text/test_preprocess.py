@@ -61,6 +61,11 @@ def test_section_fallbacks():
         ("Discussed with Dr. Alan Jones at bedside.", "Alan Jones"),
         ("Patient: Mary O'Neil, 63 y.", "Mary O'Neil"),
         ("MRN: A1234567 cough", "A1234567"),
+        ("Results sent to j.doe@example.org today.", "j.doe@example.org"),
+        ("Acquired 20240312 on the portable unit.", "20240312"),
+        ("Mrs Smith reports cough.", "Smith"),
+        ("Prof. Ada Lovelace reviewed.", "Ada Lovelace"),
+        ("Record 88123456 reviewed.", "88123456"),
     ],
 )
 def test_scrub_removes_common_phi(text, gone):
