@@ -12,7 +12,7 @@ from clinmm.models.fusion import FusionOutput, MeanMaxPool, build_fusion
 from clinmm.models.image import ImageEncoder
 from clinmm.models.text_cache import FrozenTextCache
 
-__all__ = ["ModelInputs", "ClinmmOutput", "ClinmmModel"]
+__all__ = ["ModelInputs", "ClinmmOutput", "ModalityAblations", "ClinmmModel"]
 
 
 @dataclass
@@ -48,7 +48,8 @@ class ClinmmOutput:
         image_logits: (B, C) auxiliary image-only head (None when the model has no image branch).
         text_logits: (B, C) auxiliary text-only head (None when the model has no text branch).
         attention: (B, C, Ni + Lt) label-query attention over image tokens then text tokens (cross_attention).
-        missing_attention: (B, C, 2) attention on the missing-modality stand-ins (cross_attention).
+        missing_attention: (B, C, 2) attention on the (image, text) stand-ins within their modality's softmax:
+            1 where that modality is missing, 0 where present (cross_attention).
         modality_share: (B, C, 2) (image, text) contribution per label, or None.
         image_present: (B,) bool, as the fusion saw it (after modality dropout in training).
         text_present: (B,) bool.
@@ -73,6 +74,21 @@ class ClinmmOutput:
     def probs(self) -> torch.Tensor:
         """(B, C) uncalibrated sigmoid probabilities."""
         return torch.sigmoid(self.logits)
+
+
+@dataclass
+class ModalityAblations:
+    """Fused logits of one batch three ways (see :meth:`ClinmmModel.forward_ablations`).
+
+    Args:
+        logits: (B, C) with every input the batch has.
+        logits_no_text: (B, C) with every note treated as missing.
+        logits_no_image: (B, C) with every image treated as missing.
+    """
+
+    logits: torch.Tensor
+    logits_no_text: torch.Tensor
+    logits_no_image: torch.Tensor
 
 
 class ClinmmModel(nn.Module):
@@ -145,14 +161,35 @@ class ClinmmModel(nn.Module):
 
     def forward_image(self, image: torch.Tensor, image_present: torch.Tensor,
                       ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-        """(B, 1, H, W) → projected tokens (B, Ni, D), mask (B, Ni), grid."""
+        """(B, 1, H, W) → projected tokens (B, Ni, D), mask (B, Ni), grid.
+
+        Without an image branch (``text_only``): one masked zero token per sample and grid ``()``.
+        """
+        if self.image_encoder is None:
+            b = image_present.shape[0]
+            return (torch.zeros(b, 1, self.config.fusion.dim, device=image_present.device),
+                    torch.zeros(b, 1, dtype=torch.bool, device=image_present.device), ())
         feats = self.image_encoder.forward_features(image)
         tokens = self.image_proj(feats.tokens.float())  # (B, Ni, D)
         mask = image_present[:, None].expand(-1, tokens.shape[1])  # (B, Ni)
         return tokens, mask, feats.grid
 
-    def forward_text(self, inputs: ModelInputs, *, output_attentions: bool = False):
-        """Note chunks → projected tokens (B, K*L, D), mask (B, K*L), encoder attentions or None."""
+    def forward_text(self, inputs: ModelInputs, *, text_present: torch.Tensor | None = None,
+                     output_attentions: bool = False):
+        """Note chunks → projected tokens (B, K*L, D), mask (B, K*L), encoder attentions or None.
+
+        Args:
+            inputs: a collated batch.
+            text_present: (B,) bool, which notes fusion may read (default ``inputs.text_present``).
+            output_attentions: also return the encoder's self-attentions.
+
+        Without a text branch (``image_only``): one masked zero token per sample and no attentions.
+        """
+        present = inputs.text_present if text_present is None else text_present
+        if self.text_encoder is None:
+            b = present.shape[0]
+            return (torch.zeros(b, 1, self.config.fusion.dim, device=present.device),
+                    torch.zeros(b, 1, dtype=torch.bool, device=present.device), None)
         # A frozen encoder's output never changes: encode each note once. Not while gradients must reach the
         # encoder's inputs (eval mode with grad enabled: integrated gradients, Grad-CAM on text).
         cacheable = self.training or not torch.is_grad_enabled()
@@ -164,8 +201,21 @@ class ClinmmModel(nn.Module):
                                       output_attentions=output_attentions)
             raw, raw_mask, attentions = feats.tokens, feats.mask, getattr(feats, "attentions", None)
         tokens = self.text_proj(raw.float())  # (B, K*L, D)
-        mask = raw_mask & inputs.text_present[:, None]  # (B, K*L)
+        mask = raw_mask & present[:, None]  # (B, K*L)
         return tokens, mask, attentions
+
+    def forward_ablations(self, inputs: ModelInputs) -> ModalityAblations:
+        """Fused logits with all inputs, with every note removed and with every image removed.
+
+        The same numbers as ``forward(inputs)``, ``forward(inputs, drop_text=all)`` and ``forward(inputs,
+        drop_image=all)``, but each encoder runs once and only fusion runs three times (the validation report).
+        """
+        img, img_mask, _ = self.forward_image(inputs.image, inputs.image_present)
+        txt, txt_mask, _ = self.forward_text(inputs)
+        none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
+        return ModalityAblations(logits=self.fusion(img, img_mask, txt, txt_mask).logits,
+                                 logits_no_text=self.fusion(img, img_mask, txt, none_txt).logits,
+                                 logits_no_image=self.fusion(img, none_img, txt, txt_mask).logits)
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
                 drop_text: torch.Tensor | None = None, output_text_attentions: bool = False) -> ClinmmOutput:
@@ -177,24 +227,11 @@ class ClinmmModel(nn.Module):
             drop_text: optional (B,) bool, likewise for the note.
             output_text_attentions: also return the text encoder's self-attentions (eager attention).
         """
-        b = inputs.image_present.shape[0]
-        device = inputs.image_present.device
-        dim = self.config.fusion.dim
         image_present = inputs.image_present & ~drop_image if drop_image is not None else inputs.image_present
         text_present = inputs.text_present & ~drop_text if drop_text is not None else inputs.text_present
-        grid: tuple[int, ...] = ()
-        text_attn = None
-        if self.image_encoder is not None:
-            img, img_mask, grid = self.forward_image(inputs.image, image_present)
-        else:
-            img = torch.zeros(b, 1, dim, device=device)
-            img_mask = torch.zeros(b, 1, dtype=torch.bool, device=device)
-        if self.text_encoder is not None:
-            txt, txt_mask, text_attn = self.forward_text(inputs, output_attentions=output_text_attentions)
-            txt_mask = txt_mask & text_present[:, None]
-        else:
-            txt = torch.zeros(b, 1, dim, device=device)
-            txt_mask = torch.zeros(b, 1, dtype=torch.bool, device=device)
+        img, img_mask, grid = self.forward_image(inputs.image, image_present)
+        txt, txt_mask, text_attn = self.forward_text(inputs, text_present=text_present,
+                                                     output_attentions=output_text_attentions)
         fused: FusionOutput = self.fusion(img, img_mask, txt, txt_mask)
         image_logits = self.image_head(self.image_pool(img, img_mask)) if self.image_encoder is not None else None
         text_logits = self.text_head(self.text_pool(txt, txt_mask)) if self.text_encoder is not None else None

@@ -1,8 +1,8 @@
 """Run a checkpoint over a manifest split and collect the arrays :func:`compute_validation_report` needs.
 
 Comparators for the DeLong fusion tests come from the SAME fused checkpoint run with the note removed
-(``image_only``) and with the image removed (``text_only``) — missing-modality inference through
-:meth:`clinmm.inference.Predictor.predict` (``drop_text`` / ``drop_image``) — plus one entry per ``--compare``
+(``image_only``) and with the image removed (``text_only``) — the model's own missing-modality path
+(:meth:`clinmm.models.classifier.ClinmmModel.forward_ablations`) — plus one entry per ``--compare``
 checkpoint. Heavy imports (torch) live here so that :mod:`clinmm.report.validation` stays light.
 """
 
@@ -92,37 +92,23 @@ class ThreeWay:
 
 
 def predict_three_ways(predictor: Any, samples: Sequence[Any], *, batch_size: int = 32) -> ThreeWay:
-    """Run the fused model once per batch and its fusion head three times (all inputs / note masked / image masked).
-
-    Same result as ``Predictor.predict`` with ``drop_text`` / ``drop_image`` (tested), but the image and text
-    encoders run once instead of three times. Falls back to three ``Predictor.predict`` calls for single-modality
-    models.
-    """
+    """Fused, note-removed and image-removed calibrated predictions through
+    :meth:`clinmm.models.classifier.ClinmmModel.forward_ablations` (each encoder runs once per batch, fusion three
+    times; the same numbers as ``Predictor.predict`` with ``drop_text`` / ``drop_image``)."""
     import torch
 
     from clinmm.inference import autocast_for
 
     model = predictor.loaded.model
-    if model.image_encoder is None or model.text_encoder is None:
-        runs = [predictor.predict(samples, batch_size=batch_size, **kw)
-                for kw in ({}, {"drop_text": True}, {"drop_image": True})]
-        stack = [np.stack([p.probs for p in r]).astype(np.float64) for r in runs]
-        return ThreeWay(logits=np.stack([p.logits for p in runs[0]]).astype(np.float64), probs=stack[0],
-                        probs_image_only=stack[1], probs_text_only=stack[2],
-                        image_present=np.array([p.image_present for p in runs[0]]),
-                        text_present=np.array([p.text_present for p in runs[0]]))
     device = predictor.loaded.device
-    logits: list[np.ndarray] = [[], [], []]  # type: ignore[list-item]
+    logits: list[list[np.ndarray]] = [[], [], []]
     img_flags, txt_flags = [], []
     with torch.inference_mode(), autocast_for(device):
         for start in range(0, len(samples), batch_size):
             inputs = predictor.collate(samples[start : start + batch_size]).inputs.to(device)
-            img, img_mask, _ = model.forward_image(inputs.image, inputs.image_present)  # (B, Ni, D), (B, Ni)
-            txt, txt_mask, _ = model.forward_text(inputs)  # (B, K*L, D), (B, K*L)
-            txt_mask = txt_mask & inputs.text_present[:, None]
-            for k, (im, tm) in enumerate(((img_mask, txt_mask), (img_mask, torch.zeros_like(txt_mask)),
-                                          (torch.zeros_like(img_mask), txt_mask))):
-                logits[k].append(model.fusion(img, im, txt, tm).logits.float().cpu().numpy())  # (B, C)
+            out = model.forward_ablations(inputs)
+            for k, z in enumerate((out.logits, out.logits_no_text, out.logits_no_image)):
+                logits[k].append(z.float().cpu().numpy())  # (B, C)
             img_flags.append(inputs.image_present.cpu().numpy())
             txt_flags.append(inputs.text_present.cpu().numpy())
     raw = [np.concatenate(chunks).astype(np.float64) for chunks in logits]

@@ -48,9 +48,18 @@ def test_every_fusion_shapes_finite_and_missing_flags(backbone, dims, text_encod
     batch = collate(samples, image_size=32)
     for method, model in _models(backbone, dims, text_encoder, tiny_text_dir, monkeypatch).items():
         model.eval()
+        b, c = len(samples), len(LABELS)
+        everyone = torch.ones(b, dtype=torch.bool)
         with torch.no_grad():
             out = model(batch.inputs)
-        b, c = len(samples), len(LABELS)
+            ablations = model.forward_ablations(batch.inputs)  # encoders once, fusion three times
+            no_text = model(batch.inputs, drop_text=everyone).logits
+            no_image = model(batch.inputs, drop_image=everyone).logits
+        for got, ref in ((ablations.logits, out.logits), (ablations.logits_no_text, no_text),
+                         (ablations.logits_no_image, no_image)):
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        if method not in ("image_only", "text_only"):
+            assert not torch.allclose(no_text, out.logits) and not torch.allclose(no_image, out.logits), method
         assert out.logits.shape == (b, c), method
         assert torch.isfinite(out.logits).all(), method
         assert ((out.probs >= 0) & (out.probs <= 1)).all()
@@ -64,11 +73,20 @@ def test_every_fusion_shapes_finite_and_missing_flags(backbone, dims, text_encod
             ni = out.num_image_tokens
             assert out.attention.shape[:2] == (b, c) and out.attention.shape[2] == ni + batch.inputs.keep[0].numel()
             assert len(out.image_grid) == dims
-            total = out.attention.sum(-1) + out.missing_attention.sum(-1)  # (B, C): rows of a softmax
-            assert torch.allclose(total, torch.ones_like(total), atol=1e-5)
+            # per-modality softmaxes scaled by the modality share: a label's token attention sums to 1 (0 for a
+            # study with neither modality, which only the stand-ins describe)
+            total = out.attention.sum(-1)  # (B, C)
+            any_present = (batch.inputs.image_present | batch.inputs.text_present).float()[:, None]  # (B, 1)
+            torch.testing.assert_close(total, any_present.expand_as(total), atol=1e-5, rtol=0)
+            share = out.modality_share
+            torch.testing.assert_close(out.attention[:, :, :ni].sum(-1), share[..., 0], atol=1e-5, rtol=0)
             assert out.attention[0, :, :ni].abs().max() == 0  # missing image: no attention on its tokens
             assert out.attention[1, :, ni:].abs().max() == 0  # missing note: none on text tokens
-            assert (out.missing_attention[0, :, 0] > 0).all() and (out.missing_attention[1, :, 1] > 0).all()
+            assert (share[0, :, 0] == 0).all() and (share[1, :, 1] == 0).all()  # a missing modality has no share
+            # the stand-in takes the whole softmax of a missing modality and nothing of a present one
+            present = torch.stack([batch.inputs.image_present, batch.inputs.text_present], -1)[:, None, :]  # (B,1,2)
+            expected = (~present).float().expand_as(out.missing_attention)
+            torch.testing.assert_close(out.missing_attention, expected, atol=1e-6, rtol=0)
         if dims == 2:  # one training step's gradients are finite too
             model.train()
             loss = joint_loss(model(batch.inputs), batch.labels, fusion=model.config.fusion, train=model.config.train)

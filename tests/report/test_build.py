@@ -99,26 +99,6 @@ def test_cli_report_unknown_split_is_a_usage_error(data_and_checkpoint, tmp_path
     assert "no studies in split 'nope'" in result.output
 
 
-def test_three_way_fast_path_equals_predictor_drop_flags(data_and_checkpoint):
-    import numpy as np
-
-    from clinmm.data.manifest import read_manifest
-    from clinmm.inference import Predictor, load_checkpoint
-    from clinmm.report._runner import predict_three_ways
-
-    manifest, ckpt, _ = data_and_checkpoint
-    predictor = Predictor(load_checkpoint(ckpt, device="cpu"))
-    records = read_manifest(manifest).records[:12]
-    samples = [predictor.prepare(r.image_path, r.note_text, key=r.study_id) for r in records]
-    three = predict_three_ways(predictor, samples, batch_size=5)
-    for probs, kw in ((three.probs, {}), (three.probs_image_only, {"drop_text": True}),
-                      (three.probs_text_only, {"drop_image": True})):
-        ref = np.stack([p.probs for p in predictor.predict(samples, batch_size=5, **kw)])
-        np.testing.assert_allclose(probs, ref, atol=1e-5)
-    assert not np.allclose(three.probs, three.probs_image_only)
-    assert list(three.image_present) == [p.image_present for p in predictor.predict(samples)]
-
-
 def test_build_report_with_compare_checkpoint(data_and_checkpoint, tmp_path):
     from clinmm.report.validation import build_report
 
