@@ -98,7 +98,7 @@ def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequentia
 
 
 class CrossAttentionFusion(nn.Module):
-    """Label-query cross-attention over ``[image tokens ; text tokens ; missing-image ; missing-text]``.
+    """Label-query cross-attention over the image tokens and, separately, the note tokens (each with a stand-in).
 
     Args:
         num_labels: C, one learned query per label.
@@ -120,6 +120,8 @@ class CrossAttentionFusion(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
         self.norm2 = nn.LayerNorm(dim)
+        self.mix_image = nn.Linear(dim, dim)  # the two per-modality summaries → one vector
+        self.mix_text = nn.Linear(dim, dim, bias=False)
         self.head_weight = nn.Parameter(torch.randn(num_labels, dim) * 0.02)  # (C, D): one linear head per label
         self.head_bias = nn.Parameter(torch.zeros(num_labels))
 
@@ -135,23 +137,32 @@ class CrossAttentionFusion(nn.Module):
         lt = txt.shape[1]
         img_present = img_mask.any(1)  # (B,)
         txt_present = txt_mask.any(1)  # (B,)
-        stand_ins = self.missing.unsqueeze(0).expand(b, -1, -1)  # (B, 2, D)
-        keys = torch.cat([img + self.modality[0], txt + self.modality[1], stand_ins], dim=1)  # (B, Ni+Lt+2, D)
-        keys = self.key_norm(keys)
-        valid = torch.cat([img_mask, txt_mask, (~img_present)[:, None], (~txt_present)[:, None]], dim=1)
+        stand_in = self.missing.unsqueeze(0).expand(b, -1, -1)  # (B, 2, D)
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)  # (B, C, D)
-        out, weights = self.attn(queries, keys, keys, key_padding_mask=~valid, need_weights=True,
-                                 average_attn_weights=True)  # out (B, C, D); weights (B, C, Ni+Lt+2)
-        h = self.norm1(queries + self.drop(out))
+        # One softmax per modality (its tokens, or its stand-in when missing): a long note cannot take the attention
+        # a one-token nodule needs, and each label reads a summary of both modalities side by side.
+        img_keys = self.key_norm(torch.cat([img + self.modality[0], stand_in[:, :1]], dim=1))  # (B, Ni+1, D)
+        txt_keys = self.key_norm(torch.cat([txt + self.modality[1], stand_in[:, 1:]], dim=1))  # (B, Lt+1, D)
+        img_valid = torch.cat([img_mask, (~img_present)[:, None]], dim=1)  # (B, Ni+1)
+        txt_valid = torch.cat([txt_mask, (~txt_present)[:, None]], dim=1)  # (B, Lt+1)
+        out_i, w_i = self.attn(queries, img_keys, img_keys, key_padding_mask=~img_valid, need_weights=True,
+                               average_attn_weights=True)  # (B, C, D), (B, C, Ni+1)
+        out_t, w_t = self.attn(queries, txt_keys, txt_keys, key_padding_mask=~txt_valid, need_weights=True,
+                               average_attn_weights=True)  # (B, C, D), (B, C, Lt+1)
+        part_i = self.mix_image(out_i)  # (B, C, D): the image summary's contribution
+        part_t = self.mix_text(out_t)  # (B, C, D): the note summary's contribution
+        h = self.norm1(queries + self.drop(part_i + part_t))
         h = self.norm2(h + self.ffn(h))  # (B, C, D)
         logits = (h * self.head_weight).sum(-1) + self.head_bias  # (B, C)
-        attention = weights[:, :, : ni + lt]  # (B, C, Ni+Lt)
-        img_mass = weights[:, :, :ni].sum(-1)  # (B, C)
-        txt_mass = weights[:, :, ni : ni + lt].sum(-1)  # (B, C)
-        total = (img_mass + txt_mass).clamp_min(1e-12)
-        share = torch.stack([img_mass / total, txt_mass / total], dim=-1)  # (B, C, 2)
-        return FusionOutput(logits=logits, attention=attention, missing_attention=weights[:, :, ni + lt :],
-                            modality_share=share)
+        # modality share: each summary's contribution norm, 0 for a missing modality (its stand-in is not evidence)
+        c_i = part_i.norm(dim=-1) * img_present[:, None]  # (B, C)
+        c_t = part_t.norm(dim=-1) * txt_present[:, None]  # (B, C)
+        total = (c_i + c_t).clamp_min(1e-12)
+        share = torch.stack([c_i / total, c_t / total], dim=-1)  # (B, C, 2)
+        # per-token attention within each modality, scaled by that modality's share (sums to ≤ 1 per label)
+        attention = torch.cat([w_i[:, :, :ni] * share[..., :1], w_t[:, :, :lt] * share[..., 1:]], dim=-1)
+        stand_ins = torch.cat([w_i[:, :, ni:], w_t[:, :, lt:]], dim=-1)  # (B, C, 2): 1 where that modality is missing
+        return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share)
 
 
 class ConcatFusion(nn.Module):
