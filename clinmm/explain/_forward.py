@@ -14,11 +14,23 @@ from clinmm.models.classifier import ClinmmModel, ModelInputs
 __all__ = ["ImageToLogits", "TextToLogits"]
 
 
-def _expand(t: torch.Tensor, n: int) -> torch.Tensor:
-    return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 else t
+class _FixedModality(nn.Module):
+    """Holds the classifier and the study's fixed modality (projected tokens and mask, encoded once, no grad)."""
+
+    def __init__(self, *, model: ClinmmModel, tokens: torch.Tensor, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("fixed", tokens.detach().float(), persistent=False)  # (1, N, D)
+        self.register_buffer("fixed_mask", mask.detach(), persistent=False)  # (1, N)
+
+    def fixed_for(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed tokens and mask for a batch of ``n`` variants (a study's single row is repeated)."""
+        if self.fixed.shape[0] != 1:
+            return self.fixed, self.fixed_mask
+        return self.fixed.expand(n, -1, -1), self.fixed_mask.expand(n, -1)
 
 
-class ImageToLogits(nn.Module):
+class ImageToLogits(_FixedModality):
     """``image (N, 1, H, W) → fused logits (N, C)`` with the study's note fixed.
 
     Args:
@@ -27,31 +39,19 @@ class ImageToLogits(nn.Module):
     """
 
     def __init__(self, *, model: ClinmmModel, inputs: ModelInputs) -> None:
-        super().__init__()
         if model.image_encoder is None:
             raise ValueError("ImageToLogits: the model has no image branch (fusion.method=text_only)")
-        self.model = model
-        device = next(model.parameters()).device
-        inputs = inputs.to(device)
         with torch.no_grad():
-            if model.text_encoder is not None:
-                txt, txt_mask, _ = model.forward_text(inputs)  # (1, Lt, D), (1, Lt)
-                txt_mask = txt_mask & inputs.text_present[:, None]
-            else:
-                txt = torch.zeros(1, 1, model.config.fusion.dim, device=device)
-                txt_mask = torch.zeros(1, 1, dtype=torch.bool, device=device)
-        self.register_buffer("txt", txt.detach().float(), persistent=False)
-        self.register_buffer("txt_mask", txt_mask.detach(), persistent=False)
+            txt, txt_mask, _ = model.forward_text(inputs.to(next(model.parameters()).device))  # (1, Lt, D), (1, Lt)
+        super().__init__(model=model, tokens=txt, mask=txt_mask)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         n = image.shape[0]
-        present = torch.ones(n, dtype=torch.bool, device=image.device)
-        img, img_mask, _ = self.model.forward_image(image, present)  # (N, Ni, D), (N, Ni)
-        fused = self.model.fusion(img, img_mask, _expand(self.txt, n), _expand(self.txt_mask, n))
-        return fused.logits.float()  # (N, C)
+        img, img_mask, _ = self.model.forward_image(image, torch.ones(n, dtype=torch.bool, device=image.device))
+        return self.model.fusion(img, img_mask, *self.fixed_for(n)).logits.float()  # (N, C)
 
 
-class TextToLogits(nn.Module):
+class TextToLogits(_FixedModality):
     """``note tokens (N, K, L) → fused logits (N, C)`` with the study's image fixed.
 
     Args:
@@ -60,20 +60,12 @@ class TextToLogits(nn.Module):
     """
 
     def __init__(self, *, model: ClinmmModel, inputs: ModelInputs) -> None:
-        super().__init__()
         if model.text_encoder is None:
             raise ValueError("TextToLogits: the model has no text branch (fusion.method=image_only)")
-        self.model = model
-        device = next(model.parameters()).device
-        inputs = inputs.to(device)
+        inputs = inputs.to(next(model.parameters()).device)
         with torch.no_grad():
-            if model.image_encoder is not None:
-                img, img_mask, _ = model.forward_image(inputs.image, inputs.image_present)  # (1, Ni, D), (1, Ni)
-            else:
-                img = torch.zeros(1, 1, model.config.fusion.dim, device=device)
-                img_mask = torch.zeros(1, 1, dtype=torch.bool, device=device)
-        self.register_buffer("img", img.detach().float(), persistent=False)
-        self.register_buffer("img_mask", img_mask.detach(), persistent=False)
+            img, img_mask, _ = model.forward_image(inputs.image, inputs.image_present)  # (1, Ni, D), (1, Ni)
+        super().__init__(model=model, tokens=img, mask=img_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         n = input_ids.shape[0]
@@ -81,5 +73,5 @@ class TextToLogits(nn.Module):
         batch = ModelInputs(image=torch.zeros(n, 1, 1, 1, device=input_ids.device), image_present=present,
                             input_ids=input_ids, attention_mask=attention_mask, keep=keep, text_present=present)
         txt, txt_mask, _ = self.model.forward_text(batch)  # (N, K*L, D), (N, K*L)
-        fused = self.model.fusion(_expand(self.img, n), _expand(self.img_mask, n), txt, txt_mask)
-        return fused.logits.float()  # (N, C)
+        img, img_mask = self.fixed_for(n)
+        return self.model.fusion(img, img_mask, txt, txt_mask).logits.float()  # (N, C)
