@@ -42,6 +42,14 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _config(path: Path | None, *, demo: bool):
+    """A command's configuration: the YAML file ``path`` over the CPU demo configuration or the defaults."""
+    from clinmm.config import ClinmmConfig, demo_config, load_config
+
+    base = demo_config() if demo else ClinmmConfig()
+    return load_config(path, base=base) if path else base
+
+
 @app.command()
 def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -75,7 +83,6 @@ def train(
     Multi-GPU / multi-process: `torchrun --nproc_per_node N $(which clinmm) train ...` (DDP; gloo on CPU).
     """
     _setup(verbose)
-    from clinmm.config import ClinmmConfig, demo_config, load_config
     from clinmm.errors import ClinmmError
     from clinmm.train import train as train_model
     from clinmm.training.ddp import DistContext
@@ -84,9 +91,8 @@ def train(
     dist = DistContext(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
-    base = demo_config() if demo else ClinmmConfig()
     try:
-        cfg = load_config(config, base=base) if config else base
+        cfg = _config(config, demo=demo)
         if fusion:
             cfg.fusion.method = fusion  # type: ignore[assignment]
         if epochs is not None:
@@ -339,13 +345,11 @@ def pretrain_contrastive(
 ) -> None:
     """CLIP-style image-note contrastive pretraining (InfoNCE); prints retrieval recall@K before and after."""
     _setup(verbose)
-    from clinmm.config import ClinmmConfig, demo_config, load_config
     from clinmm.contrastive import pretrain_contrastive as run
     from clinmm.errors import ClinmmError
 
-    base = demo_config() if demo else ClinmmConfig()
     try:
-        cfg = load_config(config, base=base) if config else base
+        cfg = _config(config, demo=demo)
         if device:
             cfg.train.device = device
         result = run(manifest, out, config=cfg, epochs=epochs, text_lora=text_lora, max_train=max_train)
@@ -374,12 +378,10 @@ def compare(
     """Fusion ablation: every method on the same split and budget; test AUROC, paired bootstrap, missing modality."""
     _setup(verbose)
     from clinmm.compare import compare as run
-    from clinmm.config import ClinmmConfig, demo_config, load_config
     from clinmm.errors import ClinmmError
 
-    base = demo_config() if demo else ClinmmConfig()
     try:
-        cfg = load_config(config, base=base) if config else base
+        cfg = _config(config, demo=demo)
         if epochs is not None:
             cfg.train.epochs = epochs
         result = run(manifest, out, config=cfg, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
