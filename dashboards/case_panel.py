@@ -14,7 +14,27 @@ from dashboards.case_result import CaseResult, remap_words, scrub_note
 from dashboards.identity import Identity
 from dashboards.render import SCRUB_NOTICE, apply_window, legend_png, window_presets
 
-__all__ = ["missing_banners", "image_panel", "probability_panel", "note_panel", "feedback_form"]
+__all__ = ["case_panels", "missing_banners", "image_panel", "probability_panel", "note_panel", "feedback_form"]
+
+
+def case_panels(result: CaseResult, volume: Any | None, note: str, *, image_error: str | None, key: str) -> None:
+    """The study as both pages show it: missing-modality banners, image (left) beside probabilities (right), the note.
+
+    Args:
+        result: the prediction to show.
+        volume: the study's image volume, or None.
+        note: the raw note ("" when none).
+        image_error: why the image could not be read, for the banner.
+        key: widget-key prefix (one per page).
+    """
+    missing_banners(result, image_error=image_error)
+    left, right = st.columns([3, 2])
+    with left:
+        if volume is not None:
+            image_panel(volume, result, key=key)
+    with right:
+        probability_panel(result)
+    note_panel(note, result, key=key)
 
 
 def missing_banners(result: CaseResult, *, image_error: str | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import resources
-from dashboards.case_panel import feedback_form, image_panel, missing_banners, note_panel, probability_panel
+from dashboards.case_panel import case_panels, feedback_form
 from dashboards.case_result import stored_result
 from dashboards.data import DataError, case_source
 from dashboards.identity import current_identity
@@ -76,14 +76,7 @@ else:
 if info:
     st.caption(f"Model **{info.name}** {info.version} · sha256 `{(result.model_sha256 or info.sha256)[:16]}`")
 
-missing_banners(result, image_error=image_error)
-left, right = st.columns([3, 2])
-with left:
-    if volume is not None:
-        image_panel(volume, result, key="case")
-with right:
-    probability_panel(result)
-note_panel(source.note_text, result, key="case")
+case_panels(result, volume, source.note_text, image_error=image_error, key="case")
 st.divider()
 previous = store.feedback(study_key=study_key)
 if previous:

@@ -7,7 +7,7 @@ import hashlib
 import streamlit as st
 
 from dashboards import resources
-from dashboards.case_panel import image_panel, missing_banners, note_panel, probability_panel
+from dashboards.case_panel import case_panels
 from dashboards.case_result import live_result
 from dashboards.identity import current_identity
 from dashboards.settings import get_settings
@@ -60,11 +60,4 @@ if go:
 
 if "upload_result" in st.session_state:
     result, volume, note_text, image_error = st.session_state["upload_result"]
-    missing_banners(result, image_error=image_error)
-    left, right = st.columns([3, 2])
-    with left:
-        if volume is not None:
-            image_panel(volume, result, key="upload")
-    with right:
-        probability_panel(result)
-    note_panel(note_text, result, key="upload")
+    case_panels(result, volume, note_text, image_error=image_error, key="upload")
