@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score
 
 from clinmm.errors import IngestError, ManifestError
+from clinmm.metrics import known_auroc
 
 __all__ = [
     "KEYWORDS",
@@ -87,10 +87,6 @@ class BaselineResult:
     n: dict[str, int] = field(default_factory=dict)
 
 
-def _auroc(y: list[int], s: list[float]) -> float:
-    return float(roc_auc_score(y, s)) if len(set(y)) == 2 else float("nan")
-
-
 def evaluate_baselines(manifest: str | Path, *, split: str = "test") -> BaselineResult:
     """Score a labelled manifest split with the keyword and brightest-pixel baselines.
 
@@ -145,6 +141,6 @@ def evaluate_baselines(manifest: str | Path, *, split: str = "test") -> Baseline
             tables[key][0].append(int(row["label_pneumonia"]))
             tables[key][1].append(keyword_score(row["note_text"], "fever") * bright[i])
     for key, (y, s) in sorted(tables.items()):
-        result.auroc[key] = _auroc(y, s)
+        result.auroc[key] = known_auroc(y, s)
         result.n[key] = len(y)
     return result

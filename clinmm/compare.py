@@ -25,7 +25,7 @@ import torch
 from clinmm.config import ClinmmConfig, config_to_dict
 from clinmm.data.manifest import read_manifest
 from clinmm.inference import resolve_device
-from clinmm.metrics import patient_bootstrap_weights, rank_auroc
+from clinmm.metrics import known_auroc, patient_bootstrap_weights, rank_auroc
 from clinmm.models.fusion import FUSION_METHODS
 from clinmm.train import fit, load_init_weights, predict_logits, prepare_samples, seed_everything
 
@@ -58,14 +58,6 @@ class CompareResult:
 
     def as_dict(self) -> dict:
         return {"labels": self.labels, "methods": self.methods, "checks": self.checks, "setup": self.setup}
-
-
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    known = ~np.isnan(y)
-    yk = y[known]
-    if len(np.unique(yk)) < 2:
-        return float("nan")
-    return float(rank_auroc(yk.astype(int), s[known]))
 
 
 def paired_bootstrap_delta(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, patient_ids: np.ndarray, *,
@@ -189,7 +181,7 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
             preds[mode] = predict_logits(model, test, image_size=cfg.data.image_size, pad_id=pad_id, device=device,
                                          **kw)
         np.savez_compressed(out / f"predictions_{method}.npz", y=y_test, patient=pids, **preds)
-        aurocs = {mode: {lab: _auroc(y_test[:, c], p[:, c]) for c, lab in enumerate(labels)}
+        aurocs = {mode: {lab: known_auroc(y_test[:, c], p[:, c]) for c, lab in enumerate(labels)}
                   for mode, p in preds.items()}
         result.methods[method] = {"test_auroc": aurocs["full"], "test_auroc_no_text": aurocs["no_text"],
                                   "test_auroc_no_image": aurocs["no_image"], "train_seconds": round(seconds, 1),

@@ -128,7 +128,7 @@ def measure_int8(checkpoint: str | Path, manifest_path: str | Path, *, split: st
         scope: what to quantise (see :func:`quantize_int8`).
     """
     from clinmm.inference import Predictor
-    from clinmm.train import macro_auroc
+    from clinmm.metrics import macro_auroc
 
     loaded = load_checkpoint(checkpoint, device="cpu")
     predictor = Predictor(loaded)

@@ -43,6 +43,8 @@ __all__ = [
     "ConfidenceInterval",
     "DeLongResult",
     "binary_metrics",
+    "known_auroc",
+    "macro_auroc",
     "reliability_bins",
     "ece_score",
     "calibration_slope_intercept",
@@ -112,6 +114,36 @@ def _check_binary(y_true: ArrayLike, y_score: ArrayLike, *, name: str = "y_true"
     if not np.all(np.isfinite(ys)):
         raise ValueError("`y_score` holds NaN or infinite values.")
     return yt.astype(np.int64), ys
+
+
+def known_auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """``roc_auc_score`` of one label over its known values (NaN in ``y_true`` = unknown, skipped).
+
+    Args:
+        y_true: array-like of shape (n,) with 0, 1 or NaN.
+        y_score: array-like of shape (n,), higher = more positive.
+
+    Returns:
+        The AUROC, or NaN when the known values lack a positive or a negative.
+    """
+    yt = np.asarray(y_true, dtype=np.float64).ravel()
+    ys = np.asarray(y_score, dtype=np.float64).ravel()
+    known = ~np.isnan(yt)
+    yk, sk = _check_binary(yt[known], ys[known])
+    return float(roc_auc_score(yk, sk)) if 0 < yk.sum() < yk.size else math.nan
+
+
+def macro_auroc(y_true: ArrayLike, y_score: ArrayLike) -> tuple[float, list[float]]:
+    """Mean :func:`known_auroc` over the labels where it is defined, and the per-label list (NaN where not).
+
+    Args:
+        y_true: array-like of shape (n, C) with 0, 1 or NaN.
+        y_score: array-like of shape (n, C).
+    """
+    yt, ys = np.asarray(y_true, dtype=np.float64), np.asarray(y_score, dtype=np.float64)
+    per = [known_auroc(yt[:, c], ys[:, c]) for c in range(yt.shape[1])]
+    valid = [a for a in per if not math.isnan(a)]
+    return (float(np.mean(valid)) if valid else math.nan), per
 
 
 def binary_metrics(y_true: ArrayLike, y_score: ArrayLike, *, threshold: float) -> BinaryMetrics:

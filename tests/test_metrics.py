@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -130,6 +131,19 @@ def test_rank_auroc_undefined_without_both_classes():
     s = np.array([0.9, 0.8, 0.1, 0.2])
     out = rank_auroc(y, s, np.array([[1, 1, 0, 0], [1, 0, 1, 1]], dtype=float))
     assert np.isnan(out[0]) and out[1] == 1.0
+
+
+def test_known_and_macro_auroc_skip_unknowns_and_undefined_labels():
+    from clinmm.metrics import known_auroc, macro_auroc
+
+    y = np.array([[0, 1, 1], [1, 1, np.nan], [np.nan, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=float)
+    s = np.array([[0.1, 0.5, 0.9], [0.8, 0.2, 0.0], [0.99, 0.3, 0.2], [0.4, 0.9, 0.6], [0.6, 0.1, 0.1]])
+    known = ~np.isnan(y[:, 0])
+    assert known_auroc(y[:, 0], s[:, 0]) == pytest.approx(roc_auc_score(y[known, 0], s[known, 0]))
+    assert math.isnan(known_auroc(y[:, 1], s[:, 1]))  # only positives
+    mean, per = macro_auroc(y, s)
+    assert math.isnan(per[1]) and per[2] == pytest.approx(1.0)
+    assert mean == pytest.approx((per[0] + per[2]) / 2)
 
 
 def test_patient_bootstrap_weights_resample_patients_within_strata():
