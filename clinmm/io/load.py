@@ -219,6 +219,3 @@ def load_image(
         images.append(img)
     rel = [os.path.relpath(h.path, spath) for h in chosen]
     return build_volume(images, rel, path=spath, rule=choice.rule, salt=salt)
-
-
-_volume = build_volume  # the name scoring imported first; keep it working

@@ -118,7 +118,7 @@ def _series_header(path: str, img) -> object:
 
 def _build_volume(decoded: list[tuple[FileHeader, object]], *, source: str, salt: bytes | None):
     """Choose the series among decoded files and stack it (ingestion's rules); returns (volume, chosen rels)."""
-    from clinmm.io.load import _volume  # ingestion's volume builder (series sort + checks + provenance)
+    from clinmm.io.load import build_volume  # ingestion's volume builder (series sort + checks + provenance)
     from clinmm.io.series import choose_series
 
     groups: dict[str, list] = {}
@@ -131,7 +131,7 @@ def _build_volume(decoded: list[tuple[FileHeader, object]], *, source: str, salt
     chosen = [by_path[sh.path] for sh in groups[choice.series_uid]]
     images = [img for _, img in chosen]
     rels = [h.rel for h, _ in chosen]
-    return _volume(images, rels, path=source, rule=choice.rule, salt=salt), rels
+    return build_volume(images, rels, path=source, rule=choice.rule, salt=salt), rels
 
 
 def decode_study(study: StudyInput, *, builder: SampleBuilder, scope: ScopeRule, salt: bytes | None,
