@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.clinmm-installed
+RAY_STAMP := $(VENV)/.clinmm-ray-installed
 DEMO_SERVE ?= 1
 DEMO_STUDIES ?= 1000
 DEMO_SEED ?= 0
@@ -38,13 +39,23 @@ endif
 
 install: $(STAMP)
 
+# The Ray extra (for the Ray engine's slow test): only the slow step needs it; ray and its new dependencies are pinned
+# in constraints-cpu.txt, torch is left as the main install put it.
+$(RAY_STAMP): $(STAMP)
+ifeq ($(HAS_CUDA),1)
+	$(PIP) install -q -e ".[test,ray]"
+else
+	$(PIP) install -q -c constraints-cpu.txt -e ".[test,ray]"
+endif
+	@touch $(RAY_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m clinmm.cli demo --root . --studies $(DEMO_STUDIES) --seed $(DEMO_SEED) $(if $(filter 0,$(DEMO_SERVE)),--no-serve,--serve)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(RAY_STAMP)
 	$(PY) -m pytest -q -m slow
 
 clean-demo:

@@ -11,12 +11,16 @@ Rows match the local engine: same study keys, statuses and decisions; probabilit
 formed by Ray, so padding and summation order may differ). Outputs go through the shard writer rather than Ray's
 ``write_parquet`` so that resume, byte-identical reruns and ``errors.csv`` / ``drift.json`` work the same on both
 engines. On a cluster, INPUT, the checkpoint and OUT must be on a file system every node sees (see docs/scoring.md).
+
+clinmm's objects (:class:`~clinmm.scoring.discover.StudyInput`, :class:`~clinmm.scoring.pipeline.DecodedStudy`,
+:class:`~clinmm.inference.Prediction`) travel between the stages as object columns of the batches: Ray Data stores
+them with its Python-object Arrow extension type (serialised by Ray itself, like any task argument); this module never
+serialises anything.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,12 +32,8 @@ __all__ = ["ray_engine"]
 logger = logging.getLogger(__name__)
 
 
-# Pickle here only carries clinmm's own in-memory objects between the tasks of one Ray job (Ray pickles every task
-# argument anyway); nothing read from disk or from a user is ever unpickled. Weights never travel this way.
-
-
 class _Decode:
-    """Ray Data UDF: pickled :class:`~clinmm.scoring.discover.StudyInput` → pickled decoded study."""
+    """Ray Data UDF: a batch of :class:`~clinmm.scoring.discover.StudyInput` → their :class:`DecodedStudy` objects."""
 
     def __init__(self, builder, scope, salt: bytes, max_file_bytes: int, max_pixels: int) -> None:
         import torch
@@ -44,8 +44,7 @@ class _Decode:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from clinmm.scoring.pipeline import decode_study
 
-        out = [pickle.dumps(decode_study(pickle.loads(b), **self.kw)) for b in batch["study"]]
-        return {"decoded": np.array(out, dtype=object)}
+        return {"decoded": _objects([decode_study(study, **self.kw) for study in batch["study"]])}
 
 
 class _Predict:
@@ -63,12 +62,18 @@ class _Predict:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from clinmm.scoring.pipeline import make_batches, predict_batches
 
-        decoded = [pickle.loads(b) for b in batch["decoded"]]
+        decoded = list(batch["decoded"])
         batches = make_batches(decoded, self.batch_size)
         preds = predict_batches(self.predictor, batches, explain=self.explain)
         by_index = {d.study.index: p for b, ps in zip(batches, preds) for d, p in zip(b, ps)}
-        out = [pickle.dumps((d, by_index.get(d.study.index))) for d in decoded]
-        return {"result": np.array(out, dtype=object)}
+        return {"decoded": batch["decoded"], "prediction": _objects([by_index.get(d.study.index) for d in decoded])}
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object column (``np.array`` of a list of tuples or arrays would build a 2-D array instead)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def ray_engine(ctx, todo: list[int], progress) -> Iterator[tuple[int, list, dict]]:
@@ -89,10 +94,13 @@ def ray_engine(ctx, todo: list[int], progress) -> Iterator[tuple[int, list, dict
     try:
         import ray.data
 
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        data_context = ray.data.DataContext.get_current()
+        data_context.enable_progress_bars = False
+        # clinmm's dataclasses have no Arrow type: store them as Python objects (saying so silences Ray's warning)
+        data_context.enable_fallback_to_arrow_object_ext_type = True
         loaded = ctx.predictor.loaded
         on_gpu = loaded.device.type == "cuda"
-        ds = ray.data.from_items([{"study": pickle.dumps(s)} for s in studies])
+        ds = ray.data.from_items([{"study": s} for s in studies])
         ds = ds.map_batches(_Decode, fn_constructor_args=(ctx.builder(), ctx.scope, ctx.salt, ctx.max_file_bytes,
                                                           ctx.max_pixels),
                             batch_size=ctx.options.chunk_size, concurrency=max(1, ctx.workers), num_cpus=1)
@@ -104,8 +112,7 @@ def ray_engine(ctx, todo: list[int], progress) -> Iterator[tuple[int, list, dict
         remaining = {index: len(ctx.shard_studies(index)) for index in todo}
         pending: dict[int, tuple[list, dict]] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for blob in batch["result"]:
-                d, pred = pickle.loads(blob)
+            for d, pred in zip(batch["decoded"], batch["prediction"]):
                 index = shard_of[d.study.index]
                 items, preds = pending.setdefault(index, ([], {}))
                 items.append(d)

@@ -14,14 +14,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LABELS = ["nodule", "consolidation", "fever", "dyspnea", "pneumonia"]
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def require_tool(name: str) -> str:
     """Path of an external tool; skip with the reason when absent, fail when ``CI=true``."""
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI", "").lower() == "true":
+        if _in_ci():
             pytest.fail(f"{name} is required in CI (Debian package) but not installed")
         pytest.skip(f"{name} not installed (Debian dicom3tools / dcmtk); CI=true makes this a failure")
     return path
+
+
+def require_module(name: str, extra: str):
+    """Import an optional dependency; skip with the reason when absent, fail when ``CI=true`` (CI installs extras)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if _in_ci():
+            pytest.fail(f"{name} is required in CI but not installed (make test-slow installs clinmm[{extra}])")
+        pytest.skip(f"{name} not installed (pip install 'clinmm[{extra}]'); CI=true makes this a failure")
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,13 @@ import pytest
 
 from clinmm.score import ScoreOptions, score
 
+from .conftest import require_module
+
 pytestmark = pytest.mark.slow
 
 
 def test_ray_rows_equal_local(tiny_data, tiny_checkpoint, salt_file, tmp_path):
-    pytest.importorskip("ray", reason="the clinmm[ray] extra is not installed")
+    require_module("ray", "ray")
     common = dict(notes=tiny_data / "notes.csv", device="cpu", batch_size=4, shard_size=16, salt_file=salt_file,
                   workers=1)
     local = score(tiny_data / "dicom", tiny_checkpoint, tmp_path / "local", options=ScoreOptions(**common))
