@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 
 from clinmm import __version__
@@ -40,6 +39,7 @@ from clinmm.data.dataset import Sample, SampleBuilder, collate
 from clinmm.data.manifest import Manifest, StudyRecord, read_manifest
 from clinmm.errors import CheckpointError, ManifestError
 from clinmm.inference import autocast_for, resolve_device
+from clinmm.metrics import macro_auroc
 from clinmm.models.classifier import ClinmmModel, ModelInputs
 from clinmm.models.losses import combine_terms, joint_loss_terms
 from clinmm.training.ddp import (
@@ -58,7 +58,6 @@ __all__ = [
     "build_samples",
     "fit",
     "load_init_weights",
-    "macro_auroc",
     "make_augment",
     "predict_logits",
     "prepare_samples",
@@ -108,17 +107,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def macro_auroc(y_true: np.ndarray, y_score: np.ndarray) -> tuple[float, list[float]]:
-    """Macro AUROC over labels with both classes among known values (NaN = unknown); per-label list (NaN if n/a)."""
-    per = []
-    for c in range(y_true.shape[1]):
-        known = ~np.isnan(y_true[:, c])
-        y = y_true[known, c]
-        per.append(float(roc_auc_score(y, y_score[known, c])) if len(np.unique(y)) == 2 else float("nan"))
-    valid = [a for a in per if not math.isnan(a)]
-    return (float(np.mean(valid)) if valid else float("nan")), per
 
 
 def make_augment(seed: int):
