@@ -167,7 +167,9 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
         cfg = copy.deepcopy(config)
         cfg.fusion.method = method
         seed_everything(cfg.train.seed)
-        model = build_model_with_text(cfg, labels, text_encoder, text_cache=shared_cache)
+        # a fine-tuned encoder changes during training: each method starts from its own copy of the same weights
+        encoder = text_encoder if cache_text else copy.deepcopy(text_encoder)
+        model = build_model_with_text(cfg, labels, encoder, text_cache=shared_cache)
         if init_from is not None:
             load_init_weights(model, init_from, allow_missing_prefixes=True)
         model.to(device)
