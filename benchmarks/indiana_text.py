@@ -108,7 +108,7 @@ def bootstrap_auroc(y, p, *, n_boot, seed, p_ref=None):
 
 
 def run_text_branch(name, df, labels, column, *, path, max_length, stride, freeze, epochs, batch_size, lr_enc, lr_head,
-                    seed, threads, pos_weight=False, max_seconds=0.0):
+                    seed, threads, pos_weight=False, max_seconds=0.0, shared_readout=False, cache_dir=None):
     import torch
 
     from clinmm.config import TextEncoderConfig
@@ -120,11 +120,22 @@ def run_text_branch(name, df, labels, column, *, path, max_length, stride, freez
     torch.manual_seed(seed)
     t0 = time.monotonic()
     cfg = TextEncoderConfig(path=path, max_length=max_length, stride=stride, max_chunks=8, freeze_layers=freeze)
-    model = TextClassifier(encoder=TextEncoder.from_config(cfg), num_labels=len(labels))
+    model = TextClassifier(encoder=TextEncoder.from_config(cfg), num_labels=len(labels), shared_readout=shared_readout)
     parts = {s: df[df.split == s] for s in ("train", "val", "test")}
     notes = {s: encode_notes(model, parts[s][column].tolist()) for s in parts}
     ys = {s: parts[s][labels].to_numpy(dtype=np.float32) for s in parts}
-    caches = {s: cache_frozen_states(model, notes[s]) for s in parts} if freeze else {s: None for s in parts}
+    # the frozen-layer states depend only on the encoder weights, the texts and the tokenisation: reusable across runs
+    # of the packaged encoder (not of a path, whose weights may have been retrained since)
+    cache_file = (Path(cache_dir) / f"frozen_{column}_f{freeze}_l{max_length}_s{stride}_n{len(df)}.pt"
+                  if cache_dir and freeze and path is None else None)
+    reused = cache_file is not None and cache_file.is_file()
+    if reused:
+        caches = torch.load(cache_file)
+    else:
+        caches = {s: cache_frozen_states(model, notes[s]) for s in parts} if freeze else {s: None for s in parts}
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(caches, cache_file)
     t_cache = time.monotonic() - t0
     logger.info("%s: encoded + cached %s in %.0f s", name, {s: len(v) for s, v in notes.items()}, t_cache)
     fit = fit_text_classifier(model, notes["train"], ys["train"], notes["val"], ys["val"], epochs=epochs,
@@ -135,7 +146,8 @@ def run_text_branch(name, df, labels, column, *, path, max_length, stride, freez
     info = {"seconds_total": round(time.monotonic() - t0, 1), "seconds_cache": round(t_cache, 1),
             "seconds_fit": round(fit.seconds, 1), "best_epoch": fit.best_epoch, "val_macro_auroc": fit.best_val_auroc,
             "history": fit.history, "freeze_layers": freeze, "max_length": max_length, "epochs": epochs,
-            "device": "cpu", "torch_threads": threads, "fit_budget_seconds": max_seconds}
+            "device": "cpu", "torch_threads": threads, "fit_budget_seconds": max_seconds,
+            "shared_readout": shared_readout, "frozen_cache_reused": reused}
     return model, p_test, info
 
 
@@ -184,6 +196,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse-mlm", action="store_true", help="reuse an earlier MLM output directory (pretrain.json)")
+    ap.add_argument("--shared-readout", action="store_true",
+                    help="report setting: label readouts share a common vector (TextClassifier(shared_readout=True))")
+    ap.add_argument("--cache-dir", default="", help="keep the frozen-layer states here and reuse them across runs")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: keep the first N reports of each split")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -230,7 +245,8 @@ def main(argv=None) -> int:
         model, p_text, info = run_text_branch(
             setting, df, labels, column, path=None, max_length=max_len, stride=stride, freeze=args.freeze_layers,
             epochs=args.epochs, batch_size=32, lr_enc=5e-5, lr_head=2e-3, seed=args.seed, threads=args.threads,
-            max_seconds=args.fit_seconds)
+            max_seconds=args.fit_seconds, shared_readout=args.shared_readout and setting == "report",
+            cache_dir=args.cache_dir or None)
         res = bootstrap_auroc(y["test"], p_text, n_boot=args.n_boot, seed=args.seed, p_ref=p_base)
         results[setting]["text_branch"] = {**info, **res}
         results[setting]["error_side_by_side"] = {"text_branch_1_minus_macro_auroc": 1 - res["macro"]["auroc"],

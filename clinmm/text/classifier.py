@@ -56,10 +56,15 @@ class TextClassifier(nn.Module):
         pooling: override of ``encoder.config.pooling`` (``tokens``, ``mean``, ``max``).
         dim: key dimension of the label queries.
         dropout: dropout on the pooled vectors.
+        shared_readout: add a readout vector shared by all labels to each label's own readout, so the logit of label
+            ``c`` is ``(w_c + u) · ctx_c + b_c``. Every label's attended context trains ``u``; what the data teaches
+            about one label's evidence (e.g. that a finding mentioned in a negated sentence is absent, common for
+            "opacity" in chest reports) then also applies to labels whose finding the training data rarely negates.
+            Off by default (the plain per-label readout).
     """
 
     def __init__(self, *, encoder: TextEncoder, num_labels: int, pooling: str | None = None, dim: int = 128,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, shared_readout: bool = False) -> None:
         super().__init__()
         if num_labels < 1:
             raise ValueError(f"num_labels must be ≥ 1, got {num_labels}")
@@ -74,6 +79,8 @@ class TextClassifier(nn.Module):
         self.weight = nn.Parameter(torch.zeros(num_labels, H))
         nn.init.normal_(self.weight, std=0.02)
         self.bias = nn.Parameter(torch.zeros(num_labels))
+        # zeros: at initialisation the readout is the per-label one; u only moves where labels agree
+        self.shared_weight = nn.Parameter(torch.zeros(H)) if shared_readout else None
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters of the new layers (everything except the encoder)."""
@@ -95,7 +102,8 @@ class TextClassifier(nn.Module):
         attn = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # (B, C, U); all-masked rows → 0
         values = self.dropout(self.value_norm(units))  # (B, U, H)
         ctx = torch.einsum("bcu,buh->bch", attn, values)  # (B, C, H)
-        logits = (ctx * self.weight).sum(-1) * has_text.unsqueeze(-1).to(ctx.dtype) + self.bias  # (B, C)
+        weight = self.weight if self.shared_weight is None else self.weight + self.shared_weight  # (C, H)
+        logits = (ctx * weight).sum(-1) * has_text.unsqueeze(-1).to(ctx.dtype) + self.bias  # (B, C)
         return TextClassifierOutput(logits=logits, attention=attn, unit_mask=mask)
 
 
