@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from clinmm import dashboard_launch
 from clinmm.cli import app
 from clinmm.dashboard_launch import build_command, launch
 from clinmm.errors import ConfigError
@@ -43,11 +43,11 @@ def test_password_never_on_the_command_line(monkeypatch: pytest.MonkeyPatch) -> 
     assert not any("s3cret" in part for part in command)
     seen = {}
 
-    def fake_call(cmd: list[str], env: dict[str, str]) -> int:
+    def fake_run(cmd: list[str], *, env: dict[str, str]) -> int:
         seen["cmd"], seen["env"] = cmd, env
         return 0
 
-    monkeypatch.setattr(subprocess, "call", fake_call)
+    monkeypatch.setattr(dashboard_launch, "_run_forwarding_signals", fake_run)
     assert launch(db_url=url) == 0
     assert seen["env"][DB_ENV] == url and seen["env"]["HF_HUB_OFFLINE"] == "1"
     monkeypatch.setenv(DB_ENV, url)
@@ -68,11 +68,11 @@ def test_bad_inputs_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
 def test_cli_dashboard_calls_the_launcher(monkeypatch: pytest.MonkeyPatch, scores_dir: Path) -> None:
     seen = {}
 
-    def fake_call(cmd: list[str], env: dict[str, str]) -> int:
+    def fake_run(cmd: list[str], *, env: dict[str, str]) -> int:
         seen["cmd"] = cmd
         return 0
 
-    monkeypatch.setattr(subprocess, "call", fake_call)
+    monkeypatch.setattr(dashboard_launch, "_run_forwarding_signals", fake_run)
     result = CliRunner().invoke(app, ["dashboard", "--scores", str(scores_dir), "--port", "8600"])
     assert result.exit_code == 0, result.output
     assert flags(seen["cmd"])["server.port"] == "8600"
@@ -88,3 +88,19 @@ def test_config_toml_matches_the_safe_defaults() -> None:
     assert config["server"]["address"] == "127.0.0.1" and config["server"]["enableXsrfProtection"] is True
     assert config["browser"]["gatherUsageStats"] is False and config["client"]["toolbarMode"] == "viewer"
     assert 0 < config["server"]["maxUploadSize"] <= 2048
+
+
+def test_sigterm_to_the_launcher_reaches_the_server() -> None:
+    """A service manager's SIGTERM to `clinmm dashboard` must stop the server too, not orphan it."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    threading.Timer(1.0, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+    t0 = time.monotonic()
+    code = dashboard_launch._run_forwarding_signals([sys.executable, "-c", "import time; time.sleep(60)"],
+                                                    env=dict(os.environ))
+    assert code == -signal.SIGTERM and time.monotonic() - t0 < 30
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
