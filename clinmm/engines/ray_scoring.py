@@ -36,9 +36,9 @@ class _Decode:
     """Ray Data UDF: a batch of :class:`~clinmm.scoring.discover.StudyInput` → their :class:`DecodedStudy` objects."""
 
     def __init__(self, builder, scope, salt: bytes, max_file_bytes: int, max_pixels: int) -> None:
-        import torch
+        from clinmm.scoring.pipeline import setup_decode_worker
 
-        torch.set_num_threads(1)
+        setup_decode_worker()  # one torch thread per decode actor
         self.kw = dict(builder=builder, scope=scope, salt=salt, max_file_bytes=max_file_bytes, max_pixels=max_pixels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

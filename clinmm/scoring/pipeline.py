@@ -30,7 +30,7 @@ from clinmm.io.status import Status
 from clinmm.scoring.discover import FileHeader, StudyInput, error_message
 
 __all__ = ["DecodedStudy", "FileResult", "ScopeRule", "decode_study", "StudyChunks", "iter_decoded", "make_batches",
-           "predict_batches"]
+           "predict_batches", "setup_decode_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,11 +229,30 @@ def _identity(x):
     return x
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # decode workers must not fight the model for cores
+_SETUP_PID = -1  # the process that last ran setup_decode_worker (a forked child starts with its parent's value)
+
+
+def setup_decode_worker() -> None:
+    """Make this process a decode worker: one torch (OpenMP / MKL) thread, the note-length warning silenced.
+
+    The model runs in the scoring process on all of torch's intra-op threads (torch's default: one per core). A decode
+    worker forked from that process would inherit the same thread count and run the image resize on every core, so
+    ``workers`` decode processes plus the model would ask for ``(workers + 1) × cores`` threads; with one thread
+    each they ask for ``workers + cores``, and a worker's share of the CPU is one core at most. Called by the
+    DataLoader workers, by the fallback's guarded workers and by Ray's decode actors; idempotent per process.
+    """
+    global _SETUP_PID
+    if _SETUP_PID == os.getpid():
+        return
+    _SETUP_PID = os.getpid()
+    torch.set_num_threads(1)
     import warnings
 
     warnings.filterwarnings("ignore", message="note of .* characters needs")
+
+
+def _worker_init(_: int) -> None:
+    setup_decode_worker()
 
 
 _GUARDED: StudyChunks | None = None  # set before forking the guarded fallback workers (fork start method)
@@ -241,6 +260,7 @@ _GUARDED: StudyChunks | None = None  # set before forking the guarded fallback w
 
 def _decode_guarded(study: StudyInput) -> DecodedStudy:
     assert _GUARDED is not None
+    setup_decode_worker()  # the fallback's workers are forked from the scoring process (all its threads)
     return _GUARDED._decode(study)
 
 

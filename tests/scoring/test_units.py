@@ -1,4 +1,5 @@
-"""Unit checks of the scoring helpers: PSI, drift report, length bucketing, scope rule, atomic shard store."""
+"""Unit checks of the scoring helpers: PSI, drift report, length bucketing, scope rule, atomic shard store, decode
+worker threads."""
 
 from __future__ import annotations
 
@@ -77,3 +78,41 @@ def test_output_lock_refuses_a_second_writer_and_frees_on_exit(tmp_path):
                 pass
     with output_lock(tmp_path):  # released: a later run may take it
         pass
+
+
+class _ThreadsPerStudy:
+    """StudyChunks stand-in: a DataLoader worker dies on its first chunk (as with a crashing C decoder); the
+    fallback's guarded workers then "decode" each study into the torch thread count they run with."""
+
+    def __init__(self, n: int) -> None:
+        from types import SimpleNamespace
+
+        self.chunks = [[SimpleNamespace(index=i)] for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index: int):
+        import os
+
+        os._exit(1)
+
+    def _decode(self, study) -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+
+def test_decode_workers_run_one_torch_thread_after_a_worker_crash():
+    """The fallback's workers are forked from the scoring process (all its torch threads) and must drop to one."""
+    import torch
+
+    from clinmm.scoring.pipeline import iter_decoded
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what the model uses on a 2-core machine; a forked worker inherits it
+    try:
+        threads = list(iter_decoded(_ThreadsPerStudy(3), workers=2, file_timeout_s=5.0))
+    finally:
+        torch.set_num_threads(before)
+    assert threads == [1, 1, 1]
