@@ -106,9 +106,10 @@ def probability_panel(result: CaseResult) -> None:
         share = pd.DataFrame({"finding": list(result.modality_share),
                               "image": [v[0] for v in result.modality_share.values()],
                               "note": [v[1] for v in result.modality_share.values()]})
-        st.caption("Modality contribution (share of each finding's attention on image vs note tokens)")
+        st.caption("Modality share: how large the image and the note summaries are in each finding's fused vector. "
+                   "It is not how much each one moved the probability (measured: it does not track that).")
         st.bar_chart(share, x="finding", y=["image", "note"], horizontal=True, stack="normalize",
-                     color=["#0072B2", "#E69F00"], height=90 + 36 * len(share), x_label="share of attention",
+                     color=["#0072B2", "#E69F00"], height=90 + 36 * len(share), x_label="modality share",
                      y_label="", sort=False)
     st.caption(f"Source: {'live model' if result.source == 'live' else 'stored scoring output'}")
 
