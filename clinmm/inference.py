@@ -19,7 +19,7 @@ from clinmm.data.dataset import Batch, Sample, SampleBuilder, collate
 from clinmm.io.study import ImageVolume
 from clinmm.models.classifier import ClinmmOutput
 
-__all__ = ["Prediction", "Predictor", "load_checkpoint", "resolve_device", "autocast_for"]
+__all__ = ["Prediction", "Predictor", "predictions_from_output", "load_checkpoint", "resolve_device", "autocast_for"]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -54,6 +54,9 @@ class Prediction:
         text_attention: (C, T) attention on the note's kept tokens in reading order (explain=True).
         text_spans: (T, 2) character spans of those tokens in the original note.
         missing_attention: (C, 2) attention on the missing-modality stand-ins.
+        image_relevance: (C, h, w) signed attention × gradient contribution of each image token to each label's
+            logit (explain=True, cross_attention): what the attention explanation shows.
+        text_relevance: (C, T) the same for the note's kept tokens.
     """
 
     key: str
@@ -69,6 +72,41 @@ class Prediction:
     text_attention: np.ndarray | None = None
     text_spans: np.ndarray | None = None
     missing_attention: np.ndarray | None = None
+    image_relevance: np.ndarray | None = None
+    text_relevance: np.ndarray | None = None
+
+
+def predictions_from_output(out: ClinmmOutput, batch: Batch, *, labels: list[str], probs: np.ndarray,
+                            decisions: np.ndarray, thresholds: np.ndarray, explain: bool) -> list[Prediction]:
+    """A batch's model output → one :class:`Prediction` per study (attention and relevance split into image grid and
+    kept note tokens when ``explain``). ``batch`` is the CPU-side batch (its masks and offsets)."""
+    logits = out.logits.float().cpu().numpy()  # (B, C)
+    share = out.modality_share.float().cpu().numpy() if out.modality_share is not None else None
+    image_present = out.image_present.cpu().numpy()
+    text_present = out.text_present.cpu().numpy()
+    att_all = out.attention.float().cpu().numpy() if (explain and out.attention is not None) else None
+    rel_all = out.relevance.float().cpu().numpy() if (explain and out.relevance is not None) else None
+    ni = out.num_image_tokens
+    preds = []
+    for i, key in enumerate(batch.keys):
+        p = Prediction(key=key, labels=labels, logits=logits[i], probs=probs[i], decisions=decisions[i],
+                       thresholds=thresholds, image_present=bool(image_present[i]), text_present=bool(text_present[i]),
+                       modality_share=share[i] if share is not None else None)
+        if att_all is not None:
+            keep = batch.inputs.keep[i].flatten().numpy()  # (K*L,)
+            p.text_spans = batch.offsets[i].reshape(-1, 2).numpy()[keep]  # (T, 2)
+            for full, image_name, text_name in ((att_all[i], "image_attention", "text_attention"),
+                                                (None if rel_all is None else rel_all[i], "image_relevance",
+                                                 "text_relevance")):
+                if full is None:
+                    continue
+                if ni and out.image_grid:
+                    setattr(p, image_name, full[:, :ni].reshape(full.shape[0], *out.image_grid))  # (C, h, w)
+                setattr(p, text_name, full[:, ni:][:, keep])  # (C, T) kept tokens in reading order
+            if out.missing_attention is not None:
+                p.missing_attention = out.missing_attention[i].float().cpu().numpy()
+        preds.append(p)
+    return preds
 
 
 class Predictor:
@@ -106,10 +144,14 @@ class Predictor:
     def collate(self, samples: Sequence[Sample]) -> Batch:
         return collate(samples, image_size=self.loaded.config.data.image_size, pad_id=self.pad_id)
 
-    @torch.inference_mode()
     def forward(self, batch: Batch, *, explain: bool = False, drop_image: bool = False,
                 drop_text: bool = False) -> ClinmmOutput:
-        """Run the model on a collated batch (bf16 autocast on CUDA)."""
+        """Run the model on a collated batch (bf16 autocast on CUDA) under ``torch.inference_mode``; with
+        ``explain``, under ``torch.no_grad`` instead, because the fusion's relevance takes one gradient."""
+        with torch.no_grad() if explain else torch.inference_mode():
+            return self._forward(batch, explain=explain, drop_image=drop_image, drop_text=drop_text)
+
+    def _forward(self, batch: Batch, *, explain: bool, drop_image: bool, drop_text: bool) -> ClinmmOutput:
         device = self.loaded.device
         inputs = batch.inputs.to(device, non_blocking=True)
         if device.type == "cuda" and inputs.image.dim() == 4:
@@ -118,7 +160,7 @@ class Predictor:
         di = torch.full((b,), drop_image, dtype=torch.bool, device=device)
         dt = torch.full((b,), drop_text, dtype=torch.bool, device=device)
         with autocast_for(device):
-            return self.loaded.model(inputs, drop_image=di, drop_text=dt)
+            return self.loaded.model(inputs, drop_image=di, drop_text=dt, relevance=explain)
 
     def calibrate(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, C) logits → calibrated probabilities (B, C) and decisions (B, C)."""
@@ -130,27 +172,9 @@ class Predictor:
     def predict_batch(self, batch: Batch, *, explain: bool = False, drop_image: bool = False,
                       drop_text: bool = False) -> list[Prediction]:
         out = self.forward(batch, explain=explain, drop_image=drop_image, drop_text=drop_text)
-        logits = out.logits.float().cpu().numpy()
-        probs, decisions = self.calibrate(logits)
-        thresholds = np.array(self.loaded.thresholds)
-        share = out.modality_share.float().cpu().numpy() if out.modality_share is not None else None
-        preds = []
-        for i, key in enumerate(batch.keys):
-            p = Prediction(key=key, labels=self.labels, logits=logits[i], probs=probs[i], decisions=decisions[i],
-                           thresholds=thresholds, image_present=bool(out.image_present[i]),
-                           text_present=bool(out.text_present[i]),
-                           modality_share=share[i] if share is not None else None)
-            if explain and out.attention is not None:
-                att = out.attention[i].float().cpu().numpy()  # (C, Ni+Lt)
-                ni = out.num_image_tokens
-                if ni and out.image_grid:
-                    p.image_attention = att[:, :ni].reshape(att.shape[0], *out.image_grid)  # (C, h, w)
-                keep = batch.inputs.keep[i].flatten().numpy()  # (K*L,)
-                p.text_attention = att[:, ni:][:, keep]  # (C, T) kept tokens in reading order
-                p.text_spans = batch.offsets[i].reshape(-1, 2).numpy()[keep]  # (T, 2)
-                p.missing_attention = out.missing_attention[i].float().cpu().numpy()
-            preds.append(p)
-        return preds
+        probs, decisions = self.calibrate(out.logits.float().cpu().numpy())
+        return predictions_from_output(out, batch, labels=self.labels, probs=probs, decisions=decisions,
+                                       thresholds=np.array(self.loaded.thresholds), explain=explain)
 
     def predict(self, samples: Sequence[Sample], *, explain: bool = False, batch_size: int = 32,
                 drop_image: bool = False, drop_text: bool = False) -> list[Prediction]:

@@ -301,7 +301,8 @@ def _round_list(a: np.ndarray, nd: int = 6) -> list:
 
 
 def _write_explanation(ctx: ScoreContext, decoded, pred) -> None:
-    """Raw attention arrays as JSON (deterministic) plus ``clinmm.explain``'s per-label summary (no note text)."""
+    """Raw attention and attention × gradient relevance arrays as JSON (deterministic) plus ``clinmm.explain``'s
+    per-label summary of the relevance (no note text)."""
     from clinmm.scoring.outputs import atomic_write_text
 
     sample = decoded.sample
@@ -316,6 +317,8 @@ def _write_explanation(ctx: ScoreContext, decoded, pred) -> None:
         "text_attention": None if pred.text_attention is None else _round_list(pred.text_attention),
         "text_spans": None if pred.text_spans is None else np.asarray(pred.text_spans).astype(int).tolist(),
         "missing_attention": None if pred.missing_attention is None else _round_list(pred.missing_attention),
+        "image_relevance": None if pred.image_relevance is None else _round_list(pred.image_relevance),
+        "text_relevance": None if pred.text_relevance is None else _round_list(pred.text_relevance),
     }
     try:  # the explanation engineer's per-label summary (peak on the DICOM grid, modality share, top word spans)
         from clinmm.explain.attention import explain_prediction

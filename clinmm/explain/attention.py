@@ -303,28 +303,58 @@ def explanation_from_maps(sample, prediction, *, method: str, image_maps: np.nda
                             text_present=bool(prediction.text_present))
 
 
-def explain_prediction(sample, prediction, labels: Sequence[str] | None = None) -> StudyExplanation:
+def _positive_share(image: np.ndarray | None, text: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Signed relevance → each token's share of the label's positive evidence over both modalities (per label;
+    sums to 1 where any token pushes the label up, all zeros where none does)."""
+    parts = [np.clip(x.reshape(x.shape[0], -1), 0.0, None) for x in (image, text) if x is not None]  # (C, n) each
+    total = sum(p.sum(1) for p in parts)  # (C,)
+    scale = np.where(total > 0, 1.0 / np.where(total > 0, total, 1.0), 0.0)[:, None]  # (C, 1)
+
+    def share(x):
+        return None if x is None else (np.clip(x, 0.0, None).reshape(x.shape[0], -1) * scale).reshape(x.shape)
+
+    return share(image), share(text)
+
+
+def explain_prediction(sample, prediction, labels: Sequence[str] | None = None, *,
+                       weighting: str = "gradient") -> StudyExplanation:
     """The attention explanation (what the dashboard shows) of one predicted study.
 
     Args:
         sample: the prepared :class:`~clinmm.data.dataset.Sample` (needs ``letterbox`` and ``note_text``).
         prediction: its :class:`~clinmm.inference.Prediction` from ``Predictor.predict(..., explain=True)``.
         labels: restrict to these label names (default: all).
+        weighting: ``gradient`` (default): attention × gradient — each token's signed first-order contribution to
+            the label's logit (:meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`); the map shows the
+            positive part, as a share of the label's positive evidence over image and note tokens together, so a
+            token the label attends to but that argues against it (a negated mention) stays cold. ``raw``: the
+            attention weights alone (scaled by the modality share), kept for comparison — they say where the label
+            query looked, not what moved its score.
 
     Returns:
-        :class:`StudyExplanation` with ``method="attention"``. Image heat is attention per image token relative to
-        uniform over the image tokens (×Ni) × probability; word heat is attention relative to uniform over the note's
-        tokens × probability, a word taking the maximum over its word pieces.
+        :class:`StudyExplanation` with ``method="attention"`` (``"raw_attention"`` for ``weighting="raw"``). Image
+        heat is a token's share relative to uniform over the image tokens (×Ni) × probability; word heat is relative
+        to uniform over the note's tokens × probability, a word taking the maximum over its word pieces.
 
     Raises:
-        ValueError: the prediction was made without ``explain=True`` or by a fusion without attention.
+        ValueError: the prediction was made without ``explain=True`` or by a fusion without attention, or
+            ``weighting`` is unknown.
     """
+    if weighting not in ("gradient", "raw"):
+        raise ValueError(f"explain_prediction: weighting must be 'gradient' or 'raw', got {weighting!r}")
     if prediction.image_attention is None and prediction.text_attention is None:
         raise ValueError(f"{prediction.key}: the prediction carries no attention; call Predictor.predict(..., "
                          "explain=True) with a cross_attention model")
-    maps = prediction.image_attention  # (C, h, w) or None
+    if weighting == "gradient":
+        if prediction.image_relevance is None and prediction.text_relevance is None:
+            raise ValueError(f"{prediction.key}: the prediction carries no relevance; call Predictor.predict(..., "
+                             "explain=True) outside torch.inference_mode")
+        maps, tokens = _positive_share(prediction.image_relevance, prediction.text_relevance)
+        method = "attention"
+    else:
+        maps, tokens, method = prediction.image_attention, prediction.text_attention, "raw_attention"
     n_img = int(np.prod(maps.shape[1:])) if maps is not None else None
-    n_txt = int(prediction.text_attention.shape[1]) if prediction.text_attention is not None else None
-    return explanation_from_maps(sample, prediction, method="attention", image_maps=maps,
-                                 token_scores=prediction.text_attention, token_spans=prediction.text_spans,
-                                 labels=labels, image_relative_to=n_img, text_relative_to=n_txt, word_reduce="max")
+    n_txt = int(tokens.shape[1]) if tokens is not None else None
+    return explanation_from_maps(sample, prediction, method=method, image_maps=maps, token_scores=tokens,
+                                 token_spans=prediction.text_spans, labels=labels, image_relative_to=n_img,
+                                 text_relative_to=n_txt, word_reduce="max")

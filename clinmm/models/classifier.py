@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clinmm.config import ClinmmConfig
-from clinmm.models.fusion import FusionOutput, MeanMaxPool, build_fusion
+from clinmm.models.fusion import CrossAttentionFusion, FusionOutput, MeanMaxPool, build_fusion
 from clinmm.models.image import ImageEncoder
 from clinmm.models.text_cache import FrozenTextCache
 
@@ -56,6 +56,8 @@ class ClinmmOutput:
         image_grid: the image token grid, (h, w) or (d, h, w); image tokens are row-major over it.
         num_image_tokens: Ni.
         text_attentions: encoder self-attentions when requested (explanations).
+        relevance: (B, C, Ni + Lt) signed attention × gradient contribution of each token to each label's logit
+            (cross_attention with ``relevance=True``).
     """
 
     logits: torch.Tensor
@@ -69,6 +71,7 @@ class ClinmmOutput:
     image_grid: tuple[int, ...] = ()
     num_image_tokens: int = 0
     text_attentions: tuple | None = field(default=None, repr=False)
+    relevance: torch.Tensor | None = None
 
     @property
     def probs(self) -> torch.Tensor:
@@ -129,6 +132,11 @@ class ClinmmModel(nn.Module):
         self.fusion = build_fusion(config.fusion, num_labels=num_labels)
         # Used while every text-encoder weight is frozen (the CPU demo's training); loaded checkpoints switch it off.
         self.text_cache = text_cache if text_cache is not None else FrozenTextCache()
+
+    @property
+    def supports_relevance(self) -> bool:
+        """True when the fusion returns attention × gradient relevance (cross_attention)."""
+        return isinstance(self.fusion, CrossAttentionFusion)
 
     def text_frozen(self) -> bool:
         """True when no text-encoder parameter is trainable (its outputs can then be cached per note)."""
@@ -218,7 +226,8 @@ class ClinmmModel(nn.Module):
                                  logits_no_image=self.fusion(img, none_img, txt, txt_mask).logits)
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
-                drop_text: torch.Tensor | None = None, output_text_attentions: bool = False) -> ClinmmOutput:
+                drop_text: torch.Tensor | None = None, output_text_attentions: bool = False,
+                relevance: bool = False) -> ClinmmOutput:
         """Run the model.
 
         Args:
@@ -226,13 +235,16 @@ class ClinmmModel(nn.Module):
             drop_image: optional (B,) bool, treat the image as missing for these samples (modality dropout).
             drop_text: optional (B,) bool, likewise for the note.
             output_text_attentions: also return the text encoder's self-attentions (eager attention).
+            relevance: also return the fusion's attention × gradient relevance (cross_attention only; needs autograd,
+                so not under ``torch.inference_mode``).
         """
         image_present = inputs.image_present & ~drop_image if drop_image is not None else inputs.image_present
         text_present = inputs.text_present & ~drop_text if drop_text is not None else inputs.text_present
         img, img_mask, grid = self.forward_image(inputs.image, image_present)
         txt, txt_mask, text_attn = self.forward_text(inputs, text_present=text_present,
                                                      output_attentions=output_text_attentions)
-        fused: FusionOutput = self.fusion(img, img_mask, txt, txt_mask)
+        fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True) if relevance
+                               and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
         image_logits = self.image_head(self.image_pool(img, img_mask)) if self.image_encoder is not None else None
         text_logits = self.text_head(self.text_pool(txt, txt_mask)) if self.text_encoder is not None else None
         return ClinmmOutput(
@@ -247,4 +259,5 @@ class ClinmmModel(nn.Module):
             image_grid=grid,
             num_image_tokens=img.shape[1] if self.image_encoder is not None else 0,
             text_attentions=text_attn,
+            relevance=fused.relevance,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clinmm.config import FusionConfig
@@ -32,12 +33,15 @@ class FusionOutput:
         missing_attention: (B, C, 2) attention mass on the missing-image / missing-text stand-in tokens.
         modality_share: (B, C, 2) share of (image, text) in the decision: attention mass per modality for
             cross_attention, the gate values for gated; None for concat and unimodal fusions.
+        relevance: (B, C, Ni + Lt) signed first-order contribution of each token to each label's logit: attention
+            × gradient (cross_attention with ``relevance=True`` only; see :meth:`CrossAttentionFusion.forward`).
     """
 
     logits: torch.Tensor
     attention: torch.Tensor | None = None
     missing_attention: torch.Tensor | None = None
     modality_share: torch.Tensor | None = None
+    relevance: torch.Tensor | None = None
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,12 +130,14 @@ class CrossAttentionFusion(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(num_labels))
 
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
-                ) -> FusionOutput:
+                *, relevance: bool = False) -> FusionOutput:
         """Fuse.
 
         Args:
             img: (B, Ni, D) image tokens; img_mask: (B, Ni) True where valid (all False: image missing).
             txt: (B, Lt, D) text tokens; txt_mask: (B, Lt) True where valid (all False: note missing).
+            relevance: also return each token's signed contribution to each label's logit (attention × gradient,
+                see :meth:`token_relevance`); needs autograd, so call it outside ``torch.inference_mode``.
         """
         b, ni, _ = img.shape
         lt = txt.shape[1]
@@ -145,15 +151,14 @@ class CrossAttentionFusion(nn.Module):
         txt_keys = self.key_norm(torch.cat([txt + self.modality[1], stand_in[:, 1:]], dim=1))  # (B, Lt+1, D)
         img_valid = torch.cat([img_mask, (~img_present)[:, None]], dim=1)  # (B, Ni+1)
         txt_valid = torch.cat([txt_mask, (~txt_present)[:, None]], dim=1)  # (B, Lt+1)
-        out_i, w_i = self.attn(queries, img_keys, img_keys, key_padding_mask=~img_valid, need_weights=True,
-                               average_attn_weights=True)  # (B, C, D), (B, C, Ni+1)
-        out_t, w_t = self.attn(queries, txt_keys, txt_keys, key_padding_mask=~txt_valid, need_weights=True,
-                               average_attn_weights=True)  # (B, C, D), (B, C, Lt+1)
+        out_i, wh_i = self.attn(queries, img_keys, img_keys, key_padding_mask=~img_valid, need_weights=True,
+                                average_attn_weights=False)  # (B, C, D), (B, H, C, Ni+1)
+        out_t, wh_t = self.attn(queries, txt_keys, txt_keys, key_padding_mask=~txt_valid, need_weights=True,
+                                average_attn_weights=False)  # (B, C, D), (B, H, C, Lt+1)
+        w_i, w_t = wh_i.mean(1), wh_t.mean(1)  # (B, C, Ni+1), (B, C, Lt+1)
+        logits = self._head(queries, out_i, out_t)  # (B, C)
         part_i = self.mix_image(out_i)  # (B, C, D): the image summary's contribution
         part_t = self.mix_text(out_t)  # (B, C, D): the note summary's contribution
-        h = self.norm1(queries + self.drop(part_i + part_t))
-        h = self.norm2(h + self.ffn(h))  # (B, C, D)
-        logits = (h * self.head_weight).sum(-1) + self.head_bias  # (B, C)
         # modality share: each summary's contribution norm, 0 for a missing modality (its stand-in is not evidence)
         c_i = part_i.norm(dim=-1) * img_present[:, None]  # (B, C)
         c_t = part_t.norm(dim=-1) * txt_present[:, None]  # (B, C)
@@ -162,7 +167,61 @@ class CrossAttentionFusion(nn.Module):
         # per-token attention within each modality, scaled by that modality's share (sums to ≤ 1 per label)
         attention = torch.cat([w_i[:, :, :ni] * share[..., :1], w_t[:, :, :lt] * share[..., 1:]], dim=-1)
         stand_ins = torch.cat([w_i[:, :, ni:], w_t[:, :, lt:]], dim=-1)  # (B, C, 2): 1 where that modality is missing
-        return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share)
+        rel = None
+        if relevance:
+            g_i, g_t = self._output_gradients(queries, out_i, out_t)  # (B, C, D) each
+            rel_i = self.token_relevance(img_keys, wh_i, g_i)[:, :, :ni] * img_present[:, None, None]  # (B, C, Ni)
+            rel_t = self.token_relevance(txt_keys, wh_t, g_t)[:, :, :lt] * txt_present[:, None, None]  # (B, C, Lt)
+            rel = torch.cat([rel_i, rel_t], dim=-1)  # (B, C, Ni+Lt)
+        return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share,
+                            relevance=rel)
+
+    def _head(self, queries: torch.Tensor, out_i: torch.Tensor, out_t: torch.Tensor) -> torch.Tensor:
+        """(B, C, D) queries and per-modality attention outputs → (B, C) logits. Each label's row is computed
+        on its own (no mixing across labels), which :meth:`_output_gradients` relies on."""
+        h = self.norm1(queries + self.drop(self.mix_image(out_i) + self.mix_text(out_t)))
+        h = self.norm2(h + self.ffn(h))  # (B, C, D)
+        return (h * self.head_weight).sum(-1) + self.head_bias  # (B, C)
+
+    def _output_gradients(self, queries: torch.Tensor, out_i: torch.Tensor, out_t: torch.Tensor,
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """d logit_c / d out_{·,c} for every label c at once: (B, C, D) for the image and the note summary.
+
+        Labels do not mix after the attention (:meth:`_head` works row by row), so one backward pass of the summed
+        logits gives every label's own gradient."""
+        with torch.enable_grad():
+            oi = out_i.detach().float().requires_grad_(True)
+            ot = out_t.detach().float().requires_grad_(True)
+            logits = self._head(queries.detach().float(), oi, ot)  # (B, C)
+            g_i, g_t = torch.autograd.grad(logits.sum(), (oi, ot))
+        return g_i.to(out_i.dtype), g_t.to(out_t.dtype)
+
+    def token_relevance(self, keys: torch.Tensor, head_weights: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Attention × gradient: each key token's signed first-order contribution to each label's logit.
+
+        The attention output is ``out_c = W_o · concat_h(Σ_j a_hcj · V_h(k_j)) + b_o``, so token j adds
+        ``Σ_h a_hcj · W_o^h V_h(k_j)`` to it; its relevance is that vector dotted with the gradient of the logit
+        with respect to ``out_c`` (gradient × input at the attention output; the per-head sum of attention ×
+        attention-gradient of Chefer et al., 2021, without clipping the heads). The relevances of a modality add up
+        to ``grad · (out_c − b_o)``.
+
+        Args:
+            keys: (B, N, D) the (normalised) keys the attention read.
+            head_weights: (B, H, C, N) attention per head.
+            grad: (B, C, D) d logit_c / d out_c.
+
+        Returns:
+            (B, C, N) relevance per label and token (positive: pushes the label up).
+        """
+        b, n, d = keys.shape
+        heads = self.attn.num_heads
+        w_v = self.attn.in_proj_weight[2 * d :]  # (D, D)
+        b_v = self.attn.in_proj_bias[2 * d :] if self.attn.in_proj_bias is not None else None
+        values = F.linear(keys, w_v, b_v).view(b, n, heads, d // heads)  # (B, N, H, dh)
+        w_o = self.attn.out_proj.weight.view(d, heads, d // heads)  # (D, H, dh)
+        grad_h = torch.einsum("bcd,dhe->bche", grad, w_o)  # (B, C, H, dh): gradient pulled back per head
+        per_head = torch.einsum("bche,bnhe->bhcn", grad_h, values)  # (B, H, C, N)
+        return (head_weights * per_head).sum(1)  # (B, C, N)
 
 
 class ConcatFusion(nn.Module):

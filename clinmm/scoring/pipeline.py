@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clinmm.data.dataset import Batch, Sample, SampleBuilder
 from clinmm.errors import IngestError
-from clinmm.inference import Prediction, Predictor
+from clinmm.inference import Prediction, Predictor, predictions_from_output
 from clinmm.io.status import Status
 from clinmm.scoring.discover import FileHeader, StudyInput, error_message
 
@@ -323,30 +323,9 @@ def make_batches(items: Sequence[DecodedStudy], batch_size: int) -> list[list[De
 
 def _predictions(predictor: Predictor, out, batch: Batch, explain: bool) -> list[Prediction]:
     """Model output → :class:`Prediction` objects (as ``Predictor.predict_batch``, with CPU-side masks)."""
-    logits = out.logits.float().cpu().numpy()  # (B, C)
-    probs, decisions = predictor.calibrate(logits)
-    thresholds = np.array(predictor.loaded.thresholds)
-    share = out.modality_share.float().cpu().numpy() if out.modality_share is not None else None
-    image_present = out.image_present.cpu().numpy()
-    text_present = out.text_present.cpu().numpy()
-    att_all = out.attention.float().cpu().numpy() if (explain and out.attention is not None) else None
-    preds = []
-    for i, key in enumerate(batch.keys):
-        p = Prediction(key=key, labels=predictor.labels, logits=logits[i], probs=probs[i], decisions=decisions[i],
-                       thresholds=thresholds, image_present=bool(image_present[i]), text_present=bool(text_present[i]),
-                       modality_share=share[i] if share is not None else None)
-        if att_all is not None:
-            att = att_all[i]  # (C, Ni+Lt)
-            ni = out.num_image_tokens
-            if ni and out.image_grid:
-                p.image_attention = att[:, :ni].reshape(att.shape[0], *out.image_grid)  # (C, h, w)
-            keep = batch.inputs.keep[i].flatten().numpy()  # (K*L,)
-            p.text_attention = att[:, ni:][:, keep]  # (C, T)
-            p.text_spans = batch.offsets[i].reshape(-1, 2).numpy()[keep]  # (T, 2)
-            if getattr(out, "missing_attention", None) is not None:
-                p.missing_attention = out.missing_attention[i].float().cpu().numpy()
-        preds.append(p)
-    return preds
+    probs, decisions = predictor.calibrate(out.logits.float().cpu().numpy())
+    return predictions_from_output(out, batch, labels=predictor.labels, probs=probs, decisions=decisions,
+                                   thresholds=np.array(predictor.loaded.thresholds), explain=explain)
 
 
 def predict_batches(predictor: Predictor, batches: Sequence[Sequence[DecodedStudy]], *, explain: bool = False,

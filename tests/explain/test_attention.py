@@ -25,12 +25,16 @@ from clinmm.inference import Prediction
 LABELS = ["nodule", "fever"]
 
 
-def _prediction(*, probs, image_attention=None, text_attention=None, text_spans=None, key="s1"):
+def _prediction(*, probs, image_attention=None, text_attention=None, text_spans=None, key="s1", image_relevance=None,
+                text_relevance=None):
+    """A prediction whose relevance equals its attention unless given (a model whose every token argues for)."""
     c = len(LABELS)
     return Prediction(key=key, labels=LABELS, logits=np.zeros(c), probs=np.asarray(probs, float),
                       decisions=np.asarray(probs) >= 0.5, thresholds=np.full(c, 0.5), image_present=image_attention
                       is not None, text_present=text_attention is not None, modality_share=np.full((c, 2), 0.5),
-                      image_attention=image_attention, text_attention=text_attention, text_spans=text_spans)
+                      image_attention=image_attention, text_attention=text_attention, text_spans=text_spans,
+                      image_relevance=image_attention if image_relevance is None else image_relevance,
+                      text_relevance=text_attention if text_relevance is None else text_relevance)
 
 
 class _Sample:
@@ -158,3 +162,38 @@ def test_modality_share_and_json_roundtrip():
     assert d["labels"][1]["modality_share"] == {"image": 0.5, "text": 0.5}
     assert d["labels"][1]["top_words"][0]["text"] == "fever"
     assert torch.isfinite(torch.tensor(exp.label("fever").image.heat)).all()
+
+
+def test_gradient_weighting_keeps_tokens_that_argue_against_cold():
+    """The default (attention × gradient) shows positive evidence only: a negated mention the label attends to but
+    that lowers its logit gets no heat; ``weighting="raw"`` shows the attention itself."""
+    text = "No fever. Fever today."
+    spans = np.array([[0, 2], [3, 8], [8, 9], [10, 15], [16, 21], [21, 22]])
+    attention = np.array([0.3, 0.3, 0.0, 0.2, 0.2, 0.0])  # looks at both mentions
+    relevance = np.array([-0.8, -0.4, 0.0, 0.9, 0.3, 0.0])  # "No fever" pushes the label down
+    pred = _prediction(probs=[0.1, 0.9], text_attention=np.stack([attention, attention]), text_spans=spans,
+                       text_relevance=np.stack([relevance, relevance]))
+    exp = explain_prediction(_Sample(note_text=text), pred)
+    words = {(w.start, w.text): w for w in exp.label("fever").words}
+    assert words[(0, "No")].heat == 0 and words[(3, "fever")].heat == 0
+    assert words[(10, "Fever")].heat > words[(16, "today")].heat > 0
+    assert exp.label("fever").top_words(1)[0].start == 10
+    raw = explain_prediction(_Sample(note_text=text), pred, weighting="raw")
+    assert raw.method == "raw_attention" and raw.label("fever").top_words(1)[0].start in (0, 3)
+    with pytest.raises(ValueError, match="weighting"):
+        explain_prediction(_Sample(note_text=text), pred, weighting="rollout")
+
+
+def test_gradient_weighting_shares_positive_evidence_across_modalities():
+    """Image and note shares of positive relevance add up to one per label, so a label driven by the note stays cool
+    on the image."""
+    box = Letterbox.fit((8, 8), 8)
+    img_rel = np.zeros((2, 2, 2))
+    img_rel[:, 0, 0] = 0.1
+    txt_rel = np.array([[0.9], [0.9]])
+    pred = _prediction(probs=[0.9, 0.9], image_attention=np.full((2, 2, 2), 0.25), text_attention=np.ones((2, 1)),
+                       text_spans=np.array([[0, 5]]), image_relevance=img_rel, text_relevance=txt_rel)
+    exp = explain_prediction(_Sample(letterbox=box, note_text="fever"), pred)
+    le = exp.label("nodule")
+    assert le.image.grid.sum() / 4 + le.words[0].heat / 1 == pytest.approx(0.9, rel=1e-5)  # shares × n × prob
+    assert le.image.grid.max() == pytest.approx(0.1 * 4 * 0.9, rel=1e-5)

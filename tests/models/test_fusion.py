@@ -126,3 +126,90 @@ def test_modality_dropout_flags_and_standin(text_encoder, tiny_text_dir):
         without = model(collate([s], image_size=32).inputs)
     assert not dropped.text_present[0]
     assert torch.allclose(dropped.logits, without.logits, atol=1e-5)
+
+
+def _manual_relevance(fusion, img, img_mask, txt, txt_mask):
+    """Attention × gradient written out from the multi-head attention formula (independent of the module's einsums):
+    the contribution vector of every key token to the attention output, dotted with d logit / d output taken by
+    autograd through the whole fusion forward."""
+    captured = []
+    handle = fusion.attn.register_forward_hook(lambda mod, args, out: captured.append(out[0]))
+    with torch.enable_grad():
+        logits = fusion(img, img_mask, txt, txt_mask).logits
+        for o in captured:
+            o.retain_grad()
+        logits.sum().backward()
+    handle.remove()
+    d = fusion.attn.embed_dim
+    heads = fusion.attn.num_heads
+    dh = d // heads
+    wq, wk, wv = fusion.attn.in_proj_weight.split(d)
+    bq, bk, bv = fusion.attn.in_proj_bias.split(d)
+    wo = fusion.attn.out_proj.weight
+    b = img.shape[0]
+    stand_in = fusion.missing.unsqueeze(0).expand(b, -1, -1)
+    rows = []
+    for m, (tokens, mask) in enumerate(((img, img_mask), (txt, txt_mask))):
+        present = mask.any(1)
+        keys = fusion.key_norm(torch.cat([tokens + fusion.modality[m], stand_in[:, m : m + 1]], dim=1))
+        valid = torch.cat([mask, (~present)[:, None]], dim=1)
+        q = fusion.queries @ wq.T + bq  # (C, D)
+        rel = torch.zeros(b, q.shape[0], tokens.shape[1])
+        for bi in range(b):
+            k = keys[bi] @ wk.T + bk
+            v = keys[bi] @ wv.T + bv
+            g = captured[m].grad[bi]  # (C, D)
+            for h in range(heads):
+                sl = slice(h * dh, (h + 1) * dh)
+                scores = (q[:, sl] @ k[:, sl].T) / dh**0.5
+                scores = scores.masked_fill(~valid[bi][None], float("-inf"))
+                a = scores.softmax(-1)  # (C, N+1)
+                contrib = a[:, :, None] * (v[:, sl] @ wo[:, sl].T)[None]  # (C, N+1, D)
+                rel[bi] += (contrib * g[:, None]).sum(-1)[:, : tokens.shape[1]].detach()
+            rel[bi] *= float(present[bi])
+        rows.append(rel)
+    return torch.cat(rows, dim=-1)
+
+
+def test_cross_attention_relevance_is_attention_times_gradient():
+    from clinmm.models.fusion import CrossAttentionFusion
+
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0).eval()
+    b, ni, lt = 3, 6, 5
+    img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
+    img_mask = torch.ones(b, ni, dtype=torch.bool)
+    txt_mask = torch.ones(b, lt, dtype=torch.bool)
+    txt_mask[1, 3:] = False  # padding
+    img_mask[2] = False  # image missing
+    with torch.no_grad():
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True)
+    assert out.relevance.shape == (b, 3, ni + lt)
+    expected = _manual_relevance(fusion, img, img_mask, txt, txt_mask)
+    torch.testing.assert_close(out.relevance, expected, atol=1e-5, rtol=1e-4)
+    assert torch.all(out.relevance[1, :, ni + 3 :] == 0)  # padding carries nothing
+    assert torch.all(out.relevance[2, :, :ni] == 0)  # a missing image carries nothing
+    assert out.relevance[0].abs().sum() > 0
+    # the same logits with and without relevance
+    torch.testing.assert_close(out.logits, fusion(img, img_mask, txt, txt_mask).logits)
+
+
+def test_relevance_sign_follows_the_logit():
+    """A first-order check that needs no formula: scaling one image token's key input changes the logit the way its
+    relevance says, when the token is made to dominate its modality's attention."""
+    from clinmm.models.fusion import CrossAttentionFusion
+
+    torch.manual_seed(1)
+    fusion = CrossAttentionFusion(num_labels=2, dim=16, heads=2, dropout=0.0).eval()
+    img, txt = torch.randn(1, 4, 16), torch.randn(1, 3, 16)
+    mask_i, mask_t = torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        full = fusion(img, mask_i, txt, mask_t, relevance=True)
+        # removing a token (masking its key) moves the logit; the token with the largest |relevance| among the
+        # image tokens moves it in the direction of its sign
+        c = 0
+        j = int(full.relevance[0, c, :4].abs().argmax())
+        drop = mask_i.clone()
+        drop[0, j] = False
+        change = full.logits[0, c] - fusion(img, drop, txt, mask_t).logits[0, c]
+    assert torch.sign(change) == torch.sign(full.relevance[0, c, j])
