@@ -43,12 +43,13 @@ __all__ = [
     "pointing_game_text",
     "negated_below_affirmed",
     "evaluate_faithfulness",
+    "summary_rows",
     "METHODS",
 ]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("attention", "gradcam", "integrated_gradients")
+METHODS = ("attention", "raw_attention", "gradcam", "integrated_gradients")
 
 
 @dataclass
@@ -433,8 +434,11 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             return share_row
         inputs = batch.inputs
         exps: dict[str, StudyExplanation] = {}
-        if "attention" in methods and (pred.image_attention is not None or pred.text_attention is not None):
-            exps["attention"] = explain_prediction(sample, pred)
+        if pred.image_attention is not None or pred.text_attention is not None:
+            if "attention" in methods:
+                exps["attention"] = explain_prediction(sample, pred)
+            if "raw_attention" in methods:
+                exps["raw_attention"] = explain_prediction(sample, pred, weighting="raw")
         grid = tuple(pred.image_attention.shape[1:]) if pred.image_attention is not None else None
         img_pos = [c for c in positives if labels[c] in image_labels] if pred.image_present else []
         txt_pos = [c for c in positives if labels[c] in text_labels] if pred.text_present else []
@@ -445,7 +449,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             with torch.no_grad():
                 grid = tuple(net.image_encoder.forward_features(inputs.image[:1].to(predictor.loaded.device)).grid)
         for method in methods:
-            if method == "attention":
+            if method in ("attention", "raw_attention"):
                 continue
             img_maps = txt_scores = None
             cnn = net.image_encoder is not None and not getattr(net.image_encoder, "is_vit", False)
@@ -488,7 +492,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                     if le.image is None:
                         continue
                     g = le.image.grid
-                    if not np.any(g) and method != "attention":
+                    if not np.any(g) and method not in ("attention", "raw_attention"):
                         continue
                     unit = g if g.shape == grid else _pool(g, grid)
                     res = _method_result(curves, unit, rand)
@@ -625,6 +629,41 @@ def _summarise(acc, share_rows, *, labels, methods, split, n_studies, n_random, 
             share[name] = {"image": _spearman(sh[:, c, 0], d_img[:, c]), "text": _spearman(sh[:, c, 1], d_txt[:, c])}
     out["modality_share"] = share
     return _finite(out)
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """The headline figures of :func:`evaluate_faithfulness`'s result, one row per (measure, method): what the report
+    shows. Each row: ``measure``, ``method``, ``hits``, ``n``, ``rate`` (None without cases), ``target``, ``met``
+    (None without cases), ``detail`` (per-label counts)."""
+    targets = result.get("targets", {})
+    rows = []
+
+    def add(measure, method, rate_block, target_key, by_label=None):
+        n = int(rate_block.get("n") or 0)
+        rate = rate_block.get("rate") if n else None
+        detail = ", ".join(f"{k} {int(v.get('hits') or 0)}/{int(v.get('n') or 0)}" for k, v in (by_label or {}).items()
+                           if v.get("n"))
+        rows.append({"measure": measure, "method": method, "hits": int(rate_block.get("hits") or 0), "n": n,
+                     "rate": rate, "target": targets.get(target_key),
+                     "met": None if rate is None else bool(rate >= targets.get(target_key, 0.0)), "detail": detail})
+
+    for method, m in result.get("methods", {}).items():
+        add("image pointing game (lesion 2-10 % of the image)", method, m["pointing_image"], "pointing_image",
+            m["pointing_image"].get("by_label"))
+        add("a top-3 word inside the evidence span", method, m["pointing_text_top3"], "pointing_text_top3",
+            m["pointing_text_top3"].get("by_label"))
+        add("negated mention below the affirmed one", method, m["negated_below_affirmed"]["displayed_heat"],
+            "negated_below_affirmed")
+        for mod in ("image", "text"):
+            d = m["deletion"][mod]
+            n = int(d.get("n") or 0)
+            rate = d.get("deletion_below_random") if n else None
+            hits = int(round(rate * n)) if rate is not None else 0
+            by = {k: {"hits": int(round((v.get("deletion_below_random") or 0) * (v.get("n") or 0))), "n": v.get("n")}
+                  for k, v in d.get("by_label", {}).items()}
+            add(f"deletion AUC below {result.get('n_random', 10)} random orders ({mod})", method,
+                {"n": n, "hits": hits, "rate": rate}, "deletion_below_random", by)
+    return rows
 
 
 def _finite(obj):
