@@ -28,6 +28,7 @@ from clinmm.inference import resolve_device
 from clinmm.metrics import known_auroc, patient_bootstrap_weights, rank_auroc
 from clinmm.models.fusion import FUSION_METHODS
 from clinmm.train import fit, load_init_weights, predict_logits, prepare_samples, seed_everything
+from clinmm.training.text_warmup import warm_up_text_encoder
 
 __all__ = [
     "BOTH_LABELS",
@@ -139,16 +140,21 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
     logger.info("compare: prepared %s studies in %.0fs", {k: len(v) for k, v in samples.items()}, t_prep)
     t_cache = 0.0
     shared_cache = None
+    warmup = None
+    if config.text.warmup_epochs > 0 and cache_text:
+        # the text warm-up prepares the shared encoder once: the text_only and fused models read the same features
+        warmup = warm_up_text_encoder(text_encoder, samples["train"], samples["val"], config=config, device=device)
     if cache_text:  # one encoding pass for every method: the models share the frozen encoder and its cache
-        from clinmm.models.text_cache import FrozenTextCache
+        from clinmm.models.text_cache import FrozenTextCache, encoder_fingerprint
 
         tc = time.perf_counter()
         shared_cache = FrozenTextCache(max_bytes=None)
+        tag = encoder_fingerprint(text_encoder) if text_cache_file else ""
         if text_cache_file:
-            shared_cache.load(text_cache_file)
+            shared_cache.load(text_cache_file, tag=tag)
         notes = [s.note for split in ("train", "val", "test") for s in samples[split]]
         if shared_cache.fill(text_encoder.to(device), notes, pad_id=pad_id) and text_cache_file:
-            shared_cache.save(text_cache_file)
+            shared_cache.save(text_cache_file, tag=tag)
         t_cache = time.perf_counter() - tc
     test = samples["test"]
     y_test = np.stack([s.labels for s in test])
@@ -161,6 +167,7 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
                     "text_encoder": "frozen, cached features" if cache_text else "fine-tuned as configured",
                     "device": str(device), "torch_threads": torch.get_num_threads(),
                     "seconds_prepare": round(t_prep, 1), "seconds_text_cache": round(t_cache, 1),
+                    "text_warmup": warmup.to_dict() if warmup is not None else None,
                     "n_boot": n_boot, "init_from": str(init_from) if init_from else None,
                     "config": config_to_dict(config)}
     for method in methods:

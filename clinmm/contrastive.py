@@ -181,11 +181,14 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
     live_text = model.text_encoder
     if cache_text and not text_lora and model.text_frozen():
         model.text_cache.max_bytes = None  # every paired note, every epoch
+        from clinmm.models.text_cache import encoder_fingerprint
+
+        tag = encoder_fingerprint(live_text) if text_cache_file else ""
         if text_cache_file:
-            model.text_cache.load(text_cache_file)
+            model.text_cache.load(text_cache_file, tag=tag)
         notes = [s.note for s in train_pairs + test_pairs]
         if model.text_cache.fill(live_text.to(device), notes, pad_id=pad_id) and text_cache_file:
-            model.text_cache.save(text_cache_file)
+            model.text_cache.save(text_cache_file, tag=tag)
     else:
         model.text_cache.enabled = False
     head = ContrastiveHead(dim=config.fusion.dim, embed_dim=embed_dim)

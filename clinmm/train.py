@@ -50,7 +50,8 @@ from clinmm.training.ddp import (
     init_distributed,
     shard_slice,
 )
-from clinmm.training.state import TrainState, config_fingerprint, load_train_state, save_train_state
+from clinmm.training.state import TrainState, config_fingerprint, has_train_state, load_train_state, save_train_state
+from clinmm.training.text_warmup import check_warmup_config, warm_up_text_encoder
 
 __all__ = [
     "FitResult",
@@ -582,12 +583,18 @@ def _train(manifest_path, out: Path, *, config: ClinmmConfig, resume: bool, init
                 f"{params['total']:,}", f"{params['trainable']:,}",
                 f" (text encoder: {params['text_trainable']:,} of {params['text_total']:,})"
                 if "text_total" in params else "")
+    check_warmup_config(config, model.text_encoder)
     samples, counts, pad_id = prepare_samples(manifest, model, config)
     train_samples, val_samples = samples["train"], samples["val"]
     seconds["prepare"] = time.perf_counter() - t0
     logger.info("prepared %d train / %d val studies in %.1fs (%s / %s)", len(train_samples), len(val_samples),
                 seconds["prepare"], counts["train"], counts["val"])
     model.to(device)
+    warmup = None
+    if config.text.warmup_epochs > 0 and not (resume and has_train_state(out)):
+        # a resumed run's training state already holds the warmed-up encoder
+        warmup = warm_up_text_encoder(model.text_encoder, train_samples, val_samples, config=config, device=device)
+        seconds["text_warmup"] = warmup.seconds
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last if config.image.spatial_dims == 2 else torch.channels_last_3d)
     fingerprint = config_fingerprint(config_to_dict(config), labels,
@@ -613,7 +620,8 @@ def _train(manifest_path, out: Path, *, config: ClinmmConfig, resume: bool, init
     card = _model_card(manifest, config, all_counts, result.best_auroc, per_label, labels)
     card["training"] = {"parameters": params, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                         "init_from": Path(init_from).name if init_from else None,
-                        "text_lora": bool(config.text.lora), "world_size": ctx.world_size}
+                        "text_lora": bool(config.text.lora), "world_size": ctx.world_size,
+                        "text_warmup": warmup.to_dict() if warmup is not None else None}
     save_checkpoint(out, model=model, config=config, labels=labels, calibration=calibration,
                     scope=_scope(train_samples, config.data.modalities), model_card=card,
                     reference=_reference_stats(train_samples, val_probs, labels),

@@ -254,6 +254,11 @@ class TextEncoder(nn.Module):
             for p in layer.parameters():
                 p.requires_grad_(False)
 
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers."""
+        return len(self._layers())
+
     def _layers(self) -> nn.ModuleList:
         enc = getattr(self.model, "encoder", None)
         layers = getattr(enc, "layer", None) if enc is not None else None

@@ -25,7 +25,17 @@ from torch import nn
 
 from clinmm.text.tokenize import EncodedNote, collate_notes
 
-__all__ = ["FrozenTextCache"]
+__all__ = ["FrozenTextCache", "encoder_fingerprint"]
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """sha256 (first 16 hex digits) of an encoder's parameters and buffers: names, shapes, dtypes and values."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +134,9 @@ class FrozenTextCache:
         logger.info("encoded %d notes for the frozen-text cache (%d cached)", len(order), len(self))
         return len(order)
 
-    def save(self, path: str | Path) -> None:
-        """Write the cache to a safetensors file (atomically). Only valid for the same encoder and tokenizer."""
+    def save(self, path: str | Path, *, tag: str = "") -> None:
+        """Write the cache to a safetensors file (atomically). Only valid for the same encoder and tokenizer: pass
+        ``tag`` (e.g. :func:`encoder_fingerprint`) and :meth:`load` ignores the file for any other tag."""
         from safetensors.torch import save_file
 
         tensors: dict[str, torch.Tensor] = {}
@@ -133,14 +144,14 @@ class FrozenTextCache:
             tensors[f"{key.hex()}.kept"] = kept.contiguous()
             tensors[f"{key.hex()}.feats"] = vec.detach().cpu().contiguous()
         tmp = f"{path}.tmp{os.getpid()}"
-        save_file(tensors, tmp, metadata={"format": _FORMAT})
+        save_file(tensors, tmp, metadata={"format": _FORMAT, "tag": tag})
         os.replace(tmp, path)
 
-    def load(self, path: str | Path) -> int:
+    def load(self, path: str | Path, *, tag: str = "") -> int:
         """Add the notes stored in ``path`` (see :meth:`save`); return how many. A missing file adds none.
 
-        The caller chooses the file name so that it belongs to one encoder and tokenizer setting; a file written in
-        another format is ignored with a warning.
+        A file written in another format or with another ``tag`` (another encoder's weights) is ignored with a
+        warning.
         """
         from safetensors import safe_open
 
@@ -149,6 +160,10 @@ class FrozenTextCache:
         with safe_open(str(path), framework="pt") as f:
             if (f.metadata() or {}).get("format") != _FORMAT:
                 logger.warning("%s is not a %s file; ignored (its notes will be encoded again)", path, _FORMAT)
+                return 0
+            if (f.metadata() or {}).get("tag", "") != tag:
+                logger.warning("%s holds features of another text encoder (tag %r, expected %r); ignored", path,
+                               (f.metadata() or {}).get("tag", ""), tag)
                 return 0
             names = {name.rsplit(".", 1)[0] for name in f.keys()}
             for name in names:

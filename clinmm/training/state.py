@@ -30,7 +30,7 @@ import torch
 
 from clinmm.errors import CheckpointError
 
-__all__ = ["STATE_DIR", "TrainState", "config_fingerprint", "load_train_state", "save_train_state"]
+__all__ = ["STATE_DIR", "TrainState", "config_fingerprint", "has_train_state", "load_train_state", "save_train_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +171,11 @@ def save_train_state(out: str | Path, state: TrainState) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def has_train_state(out: str | Path | None) -> bool:
+    """True when ``out/.train_state`` holds a saved epoch (what ``--resume`` continues from)."""
+    return out is not None and (Path(out) / STATE_DIR / "state.json").is_file()
 
 
 def load_train_state(out: str | Path, *, fingerprint: str | None = None, restore_rng: bool = True,

@@ -36,9 +36,12 @@ def test_compare_end_to_end(tmp_path, tiny_text_dir):
     cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8)
     result = compare(TINY, tmp_path, config=cfg, methods=("cross_attention", "image_only", "text_only"),
                      n_boot=50, progress=False, text_cache_file=tmp_path / "text.safetensors")
-    from clinmm.models.text_cache import FrozenTextCache
+    from clinmm.models.text import TextEncoder
+    from clinmm.models.text_cache import FrozenTextCache, encoder_fingerprint
 
-    assert FrozenTextCache().load(tmp_path / "text.safetensors") > 0  # the shared encoding pass, for the next run
+    tag = encoder_fingerprint(TextEncoder.from_config(cfg.text))
+    assert FrozenTextCache().load(tmp_path / "text.safetensors", tag=tag) > 0  # the shared pass, for the next run
+    assert FrozenTextCache().load(tmp_path / "text.safetensors") == 0  # not for another encoder
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["methods"]) == {"cross_attention", "image_only", "text_only"}
     for m in saved["methods"].values():
