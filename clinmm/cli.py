@@ -172,6 +172,37 @@ def report(
 
 
 @app.command()
+def faithfulness(
+    model: Annotated[Path, typer.Option(help="Checkpoint directory.")],
+    manifest: Annotated[Path, typer.Option(help="Labelled manifest (with ground_truth/ beside it for pointing "
+                                                "games; without it only deletion and modality share).")],
+    out: Annotated[Path, typer.Option(help="JSON file to write (pass it to `clinmm report --faithfulness`).")],
+    split: Annotated[str, typer.Option(help="Manifest split to evaluate.")] = "test",
+    method: Annotated[Optional[list[str]], typer.Option(help="attention (default), raw_attention, gradcam, "
+                                                            "integrated_gradients; repeatable.")] = None,
+    max_studies: Annotated[Optional[int], typer.Option(help="Only the first N studies of the split.")] = None,
+    max_steps: Annotated[int, typer.Option(help="Deletion steps per curve.")] = 16,
+    n_random: Annotated[int, typer.Option(help="Random orders per deletion baseline.")] = 10,
+    insertion: Annotated[bool, typer.Option(help="Also compute insertion curves.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Measure explanation faithfulness: pointing games, negation check, deletion vs random, modality share."""
+    _setup(verbose)
+    from clinmm.errors import ClinmmError
+    from clinmm.explain.faithfulness import evaluate_faithfulness
+
+    try:
+        result = evaluate_faithfulness(model, manifest, split=split, methods=tuple(method or ("attention",)),
+                                       max_studies=max_studies, max_steps=max_steps, n_random=n_random,
+                                       insertion=insertion)
+    except (ClinmmError, ValueError, OSError) as err:
+        _fail(str(err))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    typer.echo(str(out))
+
+
+@app.command()
 def explain(
     model: Annotated[Path, typer.Option(help="Checkpoint directory.")],
     out: Annotated[Path, typer.Option(help="Output folder (PNG per label, note.html, explanation.json).")],

@@ -102,6 +102,21 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+def _faithfulness_context(result: dict | None) -> dict | None:
+    """Headline table + modality-share correlations + setup line from an ``evaluate_faithfulness`` result."""
+    if result is None:
+        return None
+    from clinmm.explain.faithfulness import summary_rows
+
+    rows = summary_rows(result)
+    share = [(label, mod, v.get("spearman"), v.get("n")) for label, d in result.get("modality_share", {}).items()
+             for mod, v in d.items()]
+    setup = (f"{result.get('n_studies', '?')} studies of the {result.get('split', '?')} split, "
+             f"{result.get('n_random', '?')} random orders per deletion baseline, ground truth "
+             f"{'used' if result.get('ground_truth') else 'absent (pointing games not computed)'}")
+    return {"rows": rows, "share": share, "setup": setup}
+
+
 def render_html_string(report: ValidationReport) -> str:
     """The report as one HTML document (str)."""
     card = dict(report.model_card)
@@ -115,7 +130,7 @@ def render_html_string(report: ValidationReport) -> str:
         "checklists": checklists(),
         "intended_use": intended,
         "card_rows": _flatten(card),
-        "faith_rows": _flatten(report.faithfulness) if report.faithfulness is not None else None,
+        "faith": _faithfulness_context(report.faithfulness),
         "flow": report.ingestion_flow,
         "fig_roc": roc_figure(report),
         "fig_reliability": reliability_figure(report),

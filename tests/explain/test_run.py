@@ -49,3 +49,27 @@ def test_cli_explain_bad_model_exits_2(tmp_path):
                                    "--device", "cpu"])
     assert res.exit_code == 2
     assert "error:" in res.output
+
+
+def test_cli_faithfulness_writes_the_report_json(tiny_checkpoint, tmp_path):
+    """`clinmm faithfulness` on a generated set (with ground truth): the JSON the report reads, with every headline
+    measure for the dashboard's method; the report renders it as a table."""
+    from clinmm.data.synthetic.generate import SyntheticOptions, generate_sample_data
+    from clinmm.explain.faithfulness import summary_rows
+
+    data = tmp_path / "data"
+    generate_sample_data(data, studies=40, seed=4, options=SyntheticOptions(image_size=64, ct_fraction=0.0))
+    out = tmp_path / "faith.json"
+    res = CliRunner().invoke(app, ["faithfulness", "--model", str(tiny_checkpoint), "--manifest",
+                                   str(data / "manifest.csv"), "--out", str(out), "--max-studies", "12",
+                                   "--max-steps", "4"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert result["ground_truth"] is True and result["n_random"] == 10 and set(result["methods"]) == {"attention"}
+    rows = summary_rows(result)
+    assert [r["measure"].split(" ")[0] for r in rows] == ["image", "a", "negated", "deletion", "deletion"]
+    assert all(r["method"] == "attention" and (r["rate"] is None or 0 <= r["rate"] <= 1) for r in rows)
+    assert any(r["n"] > 0 for r in rows)
+    bad = CliRunner().invoke(app, ["faithfulness", "--model", str(tmp_path / "nope"), "--manifest",
+                                   str(data / "manifest.csv"), "--out", str(out)])
+    assert bad.exit_code == 2 and "error:" in bad.output

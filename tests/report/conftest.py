@@ -39,6 +39,27 @@ def toy_arrays(n: int = 240, seed: int = 0) -> dict:
     }
 
 
+def _rate(hits, n):
+    return {"hits": hits, "n": n, "rate": hits / n if n else None}
+
+
+# the shape of clinmm.explain.faithfulness.evaluate_faithfulness's result (what `clinmm faithfulness` writes)
+TOY_FAITHFULNESS = {
+    "split": "test", "n_studies": 40, "n_random": 10, "ground_truth": True,
+    "targets": {"pointing_image": 0.8, "pointing_text_top3": 0.8, "negated_below_affirmed": 0.8,
+                "deletion_below_random": 0.9},
+    "methods": {"attention": {
+        "pointing_image": {**_rate(17, 20), "by_label": {"nodule": _rate(7, 10), "consolidation": _rate(10, 10)}},
+        "pointing_text_top3": {**_rate(9, 12), "by_label": {"fever": _rate(9, 12)}},
+        "negated_below_affirmed": {"displayed_heat": _rate(0, 0), "raw_score": _rate(0, 0)},
+        "deletion": {"image": {"n": 20, "deletion_below_random": 0.95, "by_label": {}},
+                     "text": {"n": 12, "deletion_below_random": 1.0, "by_label": {"fever": {
+                         "n": 12, "deletion_below_random": 1.0}}}},
+    }},
+    "modality_share": {"fever": {"image": {"spearman": -0.1, "n": 30}, "text": {"spearman": 0.42, "n": 30}}},
+}
+
+
 @pytest.fixture(scope="session")
 def toy_report():
     arrays = toy_arrays()
@@ -47,5 +68,5 @@ def toy_report():
                             truth=0, modality="both", thumbnail_png=thumb,
                             note_snippet="<script>alert(1)</script> Fever 39.2 [DATE]")]
     return compute_validation_report(**arrays, failure_cases=failures,
-                                     faithfulness={"image": {"deletion_auc": 0.21, "random_deletion_auc": 0.35}},
+                                     faithfulness=TOY_FAITHFULNESS,
                                      n_boot=200, seed=0)

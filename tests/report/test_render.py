@@ -77,7 +77,9 @@ def test_sections_show_the_numbers(parsed, toy_report):
     html, _ = parsed
     auroc = toy_report.per_label[0].metrics["auroc"]
     assert f"{auroc.value:.3f} ({auroc.lower:.3f}–{auroc.upper:.3f})" in html
-    assert "deletion_auc" in html  # faithfulness dict rendered
+    # faithfulness: the headline table with targets, met / not met and "no cases" where there were none
+    assert "17/20 = 85 %" in html and "9/12 = 75 %" in html and "no cases" in html
+    assert "fever 9/12" in html and "0.42" in html
     assert "n &lt; 30" in html  # small-group flag (site C)
     assert "no_decoder" in html  # flow by ingestion status
     assert "same model, note removed" in html  # comparator provenance

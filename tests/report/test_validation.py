@@ -90,7 +90,7 @@ def test_json_export_is_strict_json(toy_report):
     assert data["labels"] == LABELS and data["n_boot"] == 200
     assert data["per_label"][0]["metrics"]["auroc"]["value"] == pytest.approx(
         toy_report.per_label[0].metrics["auroc"].value)
-    assert data["faithfulness"]["image"]["deletion_auc"] == 0.21
+    assert data["faithfulness"]["methods"]["attention"]["pointing_image"]["hits"] == 17
 
 
 def test_not_computed_faithfulness_is_stated():
