@@ -50,6 +50,41 @@ NEG_TEMPLATES = ["FINDINGS: There is no {x}.", "FINDINGS: No {x}. IMPRESSION: No
                  "IMPRESSION: No evidence of {x}."]
 
 
+# Negation augmentation (``--negation-augment F``): a fraction F of the training reports get one sentence appended
+# that negates a finding the report is labelled NEGATIVE for (its labels are unchanged). The cues are disjoint from
+# the check's templates above — none uses the word "no" — so the check measures whether negation generalises to
+# another cue, not whether the model memorised a template. Terms come from the MeSH label names.
+AUG_TERMS = {
+    "label_cardiomegaly": "cardiomegaly",
+    "label_opacity": "opacity",
+    "label_pulmonary_atelectasis": "atelectasis",
+    "label_calcified_granuloma": "calcified granuloma",
+    "label_calcinosis": "calcification",
+    "label_cicatrix": "scarring",
+    "label_markings": "prominent markings",
+    "label_aorta": "aortic tortuosity",
+}
+AUG_TEMPLATES = ["Negative for {x}.", "{X} is not seen.", "Without {x}.", "{X}: absent.", "Free of {x}.",
+                 "{X} has been excluded.", "Not consistent with {x}.", "{X} is not present."]
+
+
+def augment_negations(texts, y, labels, *, fraction, seed):
+    """Append a negated absent finding to ``fraction`` of the texts (labels unchanged); returns new texts and count."""
+    import random
+
+    rng = random.Random(seed)
+    cols = [labels.index(c) for c in AUG_TERMS if c in labels]
+    out, n = [], 0
+    for text, row in zip(texts, y):
+        absent = [c for c in cols if row[c] == 0]
+        if absent and rng.random() < fraction:
+            x = AUG_TERMS[labels[rng.choice(absent)]]
+            sentence = rng.choice(AUG_TEMPLATES).format(x=x, X=x[0].upper() + x[1:])
+            text, n = f"{text.rstrip()} {sentence}", n + 1
+        out.append(text)
+    return out, n
+
+
 def tfidf_lr(train_x, y_train, val_x, y_val, test_x):
     """TF-IDF word 1–2-grams + one logistic regression per label; C chosen on val macro AUROC."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -108,7 +143,8 @@ def bootstrap_auroc(y, p, *, n_boot, seed, p_ref=None):
 
 
 def run_text_branch(name, df, labels, column, *, path, max_length, stride, freeze, epochs, batch_size, lr_enc, lr_head,
-                    seed, threads, pos_weight=False, max_seconds=0.0, shared_readout=False, cache_dir=None):
+                    seed, threads, pos_weight=False, max_seconds=0.0, shared_readout=False, cache_dir=None,
+                    negation_augment=0.0):
     import torch
 
     from clinmm.config import TextEncoderConfig
@@ -122,11 +158,19 @@ def run_text_branch(name, df, labels, column, *, path, max_length, stride, freez
     cfg = TextEncoderConfig(path=path, max_length=max_length, stride=stride, max_chunks=8, freeze_layers=freeze)
     model = TextClassifier(encoder=TextEncoder.from_config(cfg), num_labels=len(labels), shared_readout=shared_readout)
     parts = {s: df[df.split == s] for s in ("train", "val", "test")}
-    notes = {s: encode_notes(model, parts[s][column].tolist()) for s in parts}
     ys = {s: parts[s][labels].to_numpy(dtype=np.float32) for s in parts}
+    texts = {s: parts[s][column].tolist() for s in parts}
+    n_aug = 0
+    if negation_augment:
+        texts["train"], n_aug = augment_negations(texts["train"], ys["train"], labels, fraction=negation_augment,
+                                                  seed=seed)
+        logger.info("%s: negation augmentation appended a negated absent finding to %d of %d training texts", name,
+                    n_aug, len(texts["train"]))
+    notes = {s: encode_notes(model, texts[s]) for s in parts}
     # the frozen-layer states depend only on the encoder weights, the texts and the tokenisation: reusable across runs
     # of the packaged encoder (not of a path, whose weights may have been retrained since)
-    cache_file = (Path(cache_dir) / f"frozen_{column}_f{freeze}_l{max_length}_s{stride}_n{len(df)}.pt"
+    aug_tag = f"_neg{negation_augment:g}s{seed}" if negation_augment else ""
+    cache_file = (Path(cache_dir) / f"frozen_{column}_f{freeze}_l{max_length}_s{stride}_n{len(df)}{aug_tag}.pt"
                   if cache_dir and freeze and path is None else None)
     reused = cache_file is not None and cache_file.is_file()
     if reused:
@@ -147,7 +191,8 @@ def run_text_branch(name, df, labels, column, *, path, max_length, stride, freez
             "seconds_fit": round(fit.seconds, 1), "best_epoch": fit.best_epoch, "val_macro_auroc": fit.best_val_auroc,
             "history": fit.history, "freeze_layers": freeze, "max_length": max_length, "epochs": epochs,
             "device": "cpu", "torch_threads": threads, "fit_budget_seconds": max_seconds,
-            "shared_readout": shared_readout, "frozen_cache_reused": reused}
+            "shared_readout": shared_readout, "frozen_cache_reused": reused,
+            "negation_augment": {"fraction": negation_augment, "texts_augmented": n_aug}}
     return model, p_test, info
 
 
@@ -199,6 +244,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shared-readout", action="store_true",
                     help="report setting: label readouts share a common vector (TextClassifier(shared_readout=True))")
     ap.add_argument("--cache-dir", default="", help="keep the frozen-layer states here and reuse them across runs")
+    ap.add_argument("--negation-augment", type=float, default=0.0,
+                    help="report setting: fraction of training reports given an appended negated absent finding "
+                         "(cues disjoint from the negation check's templates)")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: keep the first N reports of each split")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -246,7 +294,8 @@ def main(argv=None) -> int:
             setting, df, labels, column, path=None, max_length=max_len, stride=stride, freeze=args.freeze_layers,
             epochs=args.epochs, batch_size=32, lr_enc=5e-5, lr_head=2e-3, seed=args.seed, threads=args.threads,
             max_seconds=args.fit_seconds, shared_readout=args.shared_readout and setting == "report",
-            cache_dir=args.cache_dir or None)
+            cache_dir=args.cache_dir or None,
+            negation_augment=args.negation_augment if setting == "report" else 0.0)
         res = bootstrap_auroc(y["test"], p_text, n_boot=args.n_boot, seed=args.seed, p_ref=p_base)
         results[setting]["text_branch"] = {**info, **res}
         results[setting]["error_side_by_side"] = {"text_branch_1_minus_macro_auroc": 1 - res["macro"]["auroc"],
