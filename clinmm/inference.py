@@ -6,7 +6,7 @@ Scoring, the report, the explanations and the dashboard all go through :class:`P
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,9 @@ class Prediction:
         image_relevance: (C, h, w) signed attention × gradient contribution of each image token to each label's
             logit (explain=True, cross_attention): what the attention explanation shows.
         text_relevance: (C, T) the same for the note's kept tokens.
+        probs_without_image: (C,) calibrated probabilities with the image removed (explain=True): with ``probs``, the
+            effect of the image on each finding, through the model's own missing-image path.
+        probs_without_note: (C,) the same with the note removed.
     """
 
     key: str
@@ -74,12 +77,22 @@ class Prediction:
     missing_attention: np.ndarray | None = None
     image_relevance: np.ndarray | None = None
     text_relevance: np.ndarray | None = None
+    probs_without_image: np.ndarray | None = None
+    probs_without_note: np.ndarray | None = None
 
 
 def predictions_from_output(out: ClinmmOutput, batch: Batch, *, labels: list[str], probs: np.ndarray,
-                            decisions: np.ndarray, thresholds: np.ndarray, explain: bool) -> list[Prediction]:
+                            decisions: np.ndarray, thresholds: np.ndarray, explain: bool,
+                            calibrate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+                            ) -> list[Prediction]:
     """A batch's model output → one :class:`Prediction` per study (attention and relevance split into image grid and
-    kept note tokens when ``explain``). ``batch`` is the CPU-side batch (its masks and offsets)."""
+    kept note tokens when ``explain``). ``batch`` is the CPU-side batch (its masks and offsets); ``calibrate``
+    ((B, C) logits → ((B, C) probabilities, decisions)) turns the with-a-modality-removed logits into probabilities."""
+    without = {}
+    if explain and calibrate is not None:
+        for name, lg in (("probs_without_image", out.logits_no_image), ("probs_without_note", out.logits_no_text)):
+            if lg is not None:
+                without[name] = calibrate(lg.float().cpu().numpy())[0]  # (B, C)
     logits = out.logits.float().cpu().numpy()  # (B, C)
     share = out.modality_share.float().cpu().numpy() if out.modality_share is not None else None
     image_present = out.image_present.cpu().numpy()
@@ -92,6 +105,8 @@ def predictions_from_output(out: ClinmmOutput, batch: Batch, *, labels: list[str
         p = Prediction(key=key, labels=labels, logits=logits[i], probs=probs[i], decisions=decisions[i],
                        thresholds=thresholds, image_present=bool(image_present[i]), text_present=bool(text_present[i]),
                        modality_share=share[i] if share is not None else None)
+        for name, values in without.items():
+            setattr(p, name, values[i])  # (C,)
         if att_all is not None:
             keep = batch.inputs.keep[i].flatten().numpy()  # (K*L,)
             p.text_spans = batch.offsets[i].reshape(-1, 2).numpy()[keep]  # (T, 2)
@@ -160,7 +175,7 @@ class Predictor:
         di = torch.full((b,), drop_image, dtype=torch.bool, device=device)
         dt = torch.full((b,), drop_text, dtype=torch.bool, device=device)
         with autocast_for(device):
-            return self.loaded.model(inputs, drop_image=di, drop_text=dt, relevance=explain)
+            return self.loaded.model(inputs, drop_image=di, drop_text=dt, explain=explain)
 
     def calibrate(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, C) logits → calibrated probabilities (B, C) and decisions (B, C)."""
@@ -174,7 +189,8 @@ class Predictor:
         out = self.forward(batch, explain=explain, drop_image=drop_image, drop_text=drop_text)
         probs, decisions = self.calibrate(out.logits.float().cpu().numpy())
         return predictions_from_output(out, batch, labels=self.labels, probs=probs, decisions=decisions,
-                                       thresholds=np.array(self.loaded.thresholds), explain=explain)
+                                       thresholds=np.array(self.loaded.thresholds), explain=explain,
+                                       calibrate=self.calibrate)
 
     def predict(self, samples: Sequence[Sample], *, explain: bool = False, batch_size: int = 32,
                 drop_image: bool = False, drop_text: bool = False) -> list[Prediction]:

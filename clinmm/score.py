@@ -319,6 +319,8 @@ def _write_explanation(ctx: ScoreContext, decoded, pred) -> None:
         "missing_attention": None if pred.missing_attention is None else _round_list(pred.missing_attention),
         "image_relevance": None if pred.image_relevance is None else _round_list(pred.image_relevance),
         "text_relevance": None if pred.text_relevance is None else _round_list(pred.text_relevance),
+        "probs_without_image": None if pred.probs_without_image is None else _round_list(pred.probs_without_image),
+        "probs_without_note": None if pred.probs_without_note is None else _round_list(pred.probs_without_note),
     }
     try:  # the explanation engineer's per-label summary (peak on the DICOM grid, modality share, top word spans)
         from clinmm.explain.attention import explain_prediction

@@ -105,7 +105,20 @@ def probability_panel(result: CaseResult) -> None:
             "threshold": st.column_config.NumberColumn("threshold", format="%.2f"),
         },
     )
-    if result.modality_share:
+    if result.without:
+        effect = pd.DataFrame({
+            "finding": list(result.without),
+            "image": [None if v[0] is None else float(result.probs[c]) - v[0]
+                      for c, v in enumerate(result.without.values())],
+            "note": [None if v[1] is None else float(result.probs[c]) - v[1]
+                     for c, v in enumerate(result.without.values())]})
+        st.caption("What each modality did: the probability minus the model's probability with that modality removed "
+                   "(its own missing-modality path; columns 'without image' / 'without note' above). Positive: the "
+                   "modality raised the finding.")
+        st.bar_chart(effect, x="finding", y=["image", "note"], horizontal=True, stack=False,
+                     color=["#0072B2", "#E69F00"], height=90 + 36 * len(effect), x_label="probability change",
+                     y_label="", sort=False)
+    elif result.modality_share:
         share = pd.DataFrame({"finding": list(result.modality_share),
                               "image": [v[0] for v in result.modality_share.values()],
                               "note": [v[1] for v in result.modality_share.values()]})

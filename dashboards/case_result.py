@@ -44,6 +44,8 @@ class CaseResult:
         image_vmax: top of the fixed image colour scale.
         text_vmax: top of the fixed note colour scale.
         modality_share: label → (image share, text share) of the label query's attention.
+        without: label → (probability with the image removed, with the note removed), through the model's own
+            missing-modality path; an entry is None where that modality was absent anyway (live results only).
         image_status: ingestion status of the image (``ok``, ``missing``, or an error status).
         model_sha256: checkpoint sha256.
     """
@@ -61,11 +63,13 @@ class CaseResult:
     image_vmax: float = 4.0
     text_vmax: float = 4.0
     modality_share: dict[str, tuple[float, float]] = field(default_factory=dict)
+    without: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     image_status: str = "ok"
     model_sha256: str = ""
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per label: probability, threshold, decision, image / text share."""
+        """One row per label: probability, threshold, decision, and the probabilities without the image / the note
+        (live results) or the image / text share (stored scores)."""
         rows = []
         for c, label in enumerate(self.labels):
             share = self.modality_share.get(label)
@@ -74,9 +78,14 @@ class CaseResult:
                 "probability": float(self.probs[c]),
                 "threshold": float(self.thresholds[c]),
                 "decision": "positive" if int(self.decisions[c]) else "negative",
-                "image share": None if share is None else round(float(share[0]), 3),
-                "note share": None if share is None else round(float(share[1]), 3),
             })
+            if not self.without:  # stored scores: the attention share (the panel says what it is not)
+                rows[-1]["image share"] = None if share is None else round(float(share[0]), 3)
+                rows[-1]["note share"] = None if share is None else round(float(share[1]), 3)
+            else:
+                p_no_image, p_no_note = self.without.get(label, (None, None))
+                rows[-1]["without image"] = None if p_no_image is None else round(p_no_image, 3)
+                rows[-1]["without note"] = None if p_no_note is None else round(p_no_note, 3)
         return rows
 
 
@@ -132,6 +141,10 @@ def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") 
     if pred.modality_share is not None:
         result.modality_share = {l: (float(pred.modality_share[c, 0]), float(pred.modality_share[c, 1]))
                                  for c, l in enumerate(labels)}
+    if pred.probs_without_image is not None and pred.probs_without_note is not None:
+        result.without = {l: (float(pred.probs_without_image[c]) if pred.image_present else None,
+                              float(pred.probs_without_note[c]) if pred.text_present else None)
+                          for c, l in enumerate(labels)}
     if pred.image_attention is None and pred.text_attention is None:
         return result  # a fusion without attention (concat / gated): probabilities only
     explanation = explain_prediction(sample, pred)

@@ -57,7 +57,10 @@ class ClinmmOutput:
         num_image_tokens: Ni.
         text_attentions: encoder self-attentions when requested (explanations).
         relevance: (B, C, Ni + Lt) signed attention × gradient contribution of each token to each label's logit
-            (cross_attention with ``relevance=True``).
+            (cross_attention with ``explain=True``).
+        logits_no_image: (B, C) fused logits with the image removed (the model's missing-image path), with
+            ``explain=True``.
+        logits_no_text: (B, C) the same with the note removed.
     """
 
     logits: torch.Tensor
@@ -72,6 +75,8 @@ class ClinmmOutput:
     num_image_tokens: int = 0
     text_attentions: tuple | None = field(default=None, repr=False)
     relevance: torch.Tensor | None = None
+    logits_no_image: torch.Tensor | None = None
+    logits_no_text: torch.Tensor | None = None
 
     @property
     def probs(self) -> torch.Tensor:
@@ -227,7 +232,7 @@ class ClinmmModel(nn.Module):
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
                 drop_text: torch.Tensor | None = None, output_text_attentions: bool = False,
-                relevance: bool = False) -> ClinmmOutput:
+                explain: bool = False) -> ClinmmOutput:
         """Run the model.
 
         Args:
@@ -235,16 +240,21 @@ class ClinmmModel(nn.Module):
             drop_image: optional (B,) bool, treat the image as missing for these samples (modality dropout).
             drop_text: optional (B,) bool, likewise for the note.
             output_text_attentions: also return the text encoder's self-attentions (eager attention).
-            relevance: also return the fusion's attention × gradient relevance (cross_attention only; needs autograd,
-                so not under ``torch.inference_mode``).
+            explain: also return the fusion's attention × gradient relevance (cross_attention only; needs autograd,
+                so not under ``torch.inference_mode``) and the fused logits with each modality removed (the encoders
+                run once; only the fusion runs again).
         """
         image_present = inputs.image_present & ~drop_image if drop_image is not None else inputs.image_present
         text_present = inputs.text_present & ~drop_text if drop_text is not None else inputs.text_present
         img, img_mask, grid = self.forward_image(inputs.image, image_present)
         txt, txt_mask, text_attn = self.forward_text(inputs, text_present=text_present,
                                                      output_attentions=output_text_attentions)
-        fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True) if relevance
+        fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True) if explain
                                and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
+        logits_no_image = logits_no_text = None
+        if explain:  # what the model says without each modality: its own missing-modality path
+            logits_no_image = self.fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits  # (B, C)
+            logits_no_text = self.fusion(img, img_mask, txt, torch.zeros_like(txt_mask)).logits  # (B, C)
         image_logits = self.image_head(self.image_pool(img, img_mask)) if self.image_encoder is not None else None
         text_logits = self.text_head(self.text_pool(txt, txt_mask)) if self.text_encoder is not None else None
         return ClinmmOutput(
@@ -260,4 +270,6 @@ class ClinmmModel(nn.Module):
             num_image_tokens=img.shape[1] if self.image_encoder is not None else 0,
             text_attentions=text_attn,
             relevance=fused.relevance,
+            logits_no_image=logits_no_image,
+            logits_no_text=logits_no_text,
         )

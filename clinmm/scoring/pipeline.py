@@ -325,7 +325,8 @@ def _predictions(predictor: Predictor, out, batch: Batch, explain: bool) -> list
     """Model output → :class:`Prediction` objects (as ``Predictor.predict_batch``, with CPU-side masks)."""
     probs, decisions = predictor.calibrate(out.logits.float().cpu().numpy())
     return predictions_from_output(out, batch, labels=predictor.labels, probs=probs, decisions=decisions,
-                                   thresholds=np.array(predictor.loaded.thresholds), explain=explain)
+                                   thresholds=np.array(predictor.loaded.thresholds), explain=explain,
+                                   calibrate=predictor.calibrate)
 
 
 def predict_batches(predictor: Predictor, batches: Sequence[Sequence[DecodedStudy]], *, explain: bool = False,

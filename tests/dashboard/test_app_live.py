@@ -38,6 +38,11 @@ def test_live_result_maps_explanations_onto_the_original_grid(live_checkpoint: P
     assert np.allclose(shares.sum(axis=1), 1.0, atol=1e-3)
     no_image = live_result(predictor, None, note)
     assert not no_image.image_present and not no_image.heatmaps and no_image.note_words
+    # "without image": the same number as scoring the study with its image missing
+    without_image = np.array([result.without[l][0] for l in result.labels])
+    assert np.allclose(without_image, no_image.probs, atol=1e-5)
+    assert all(v[0] is None for v in no_image.without.values())  # nothing to remove
+    assert "without image" in result.table()[0] and "image share" not in result.table()[0]
     no_note = live_result(predictor, volume, "")
     assert not no_note.note_present and not no_note.note_words and no_note.heatmaps
 

@@ -128,6 +128,25 @@ def test_modality_dropout_flags_and_standin(text_encoder, tiny_text_dir):
     assert torch.allclose(dropped.logits, without.logits, atol=1e-5)
 
 
+def test_explain_returns_the_model_without_each_modality(text_encoder, tiny_text_dir):
+    """``explain=True`` also gives the fused logits with the image / the note removed: exactly what the model says when
+    that modality is dropped (the dashboard's "without image / without note" columns)."""
+    torch.manual_seed(0)
+    model = ClinmmModel(config=tiny_config(tiny_text_dir), labels=LABELS, text_encoder=text_encoder).eval()
+    tok = text_encoder.note_tokenizer()
+    inputs = collate(make_samples(tok, 4, seed=6, missing=False), image_size=32).inputs
+    every = torch.ones(4, dtype=torch.bool)
+    with torch.no_grad():
+        out = model(inputs, explain=True)
+        plain = model(inputs)
+        no_image = model(inputs, drop_image=every)
+        no_text = model(inputs, drop_text=every)
+    torch.testing.assert_close(out.logits, plain.logits)
+    torch.testing.assert_close(out.logits_no_image, no_image.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logits_no_text, no_text.logits, atol=1e-5, rtol=1e-5)
+    assert out.relevance is not None and plain.relevance is None and plain.logits_no_image is None
+
+
 def _manual_relevance(fusion, img, img_mask, txt, txt_mask):
     """Attention × gradient written out from the multi-head attention formula (independent of the module's einsums):
     the contribution vector of every key token to the attention output, dotted with d logit / d output taken by
