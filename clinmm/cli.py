@@ -184,6 +184,8 @@ def faithfulness(
     max_steps: Annotated[int, typer.Option(help="Deletion steps per curve.")] = 16,
     n_random: Annotated[int, typer.Option(help="Random orders per deletion baseline.")] = 10,
     insertion: Annotated[bool, typer.Option(help="Also compute insertion curves.")] = False,
+    deletion_fill: Annotated[str, typer.Option(help="What a removed image cell shows: mean (of the image content) "
+                                                    "or blur.")] = "mean",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Measure explanation faithfulness: pointing games, negation check, deletion vs random, modality share."""
@@ -194,7 +196,7 @@ def faithfulness(
     try:
         result = evaluate_faithfulness(model, manifest, split=split, methods=tuple(method or ("attention",)),
                                        max_studies=max_studies, max_steps=max_steps, n_random=n_random,
-                                       insertion=insertion)
+                                       insertion=insertion, deletion_fill=deletion_fill)
     except (ClinmmError, ValueError, OSError) as err:
         _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)

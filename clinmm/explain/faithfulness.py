@@ -2,7 +2,9 @@
 the synthetic ground truth, negated-vs-affirmed attribution, and modality share vs the probability drop.
 
 - **Deletion / insertion** (Petsiuk et al., RISE, 2018): units (image token cells of the model grid, or note words)
-  are removed in order of attribution — replaced by the blurred image, or deleted from the note (id → [PAD],
+  are removed in order of attribution — image cells filled with the mean of the image content (``fill="mean"``,
+  default) or with a strongly blurred copy (``fill="blur"``: keeps low-frequency evidence such as a broad opacity,
+  so it can leave a finding's probability untouched whatever the order), note words deleted (id → [PAD],
   attention off) — and the label's probability (sigmoid of the fused logit) is followed; insertion starts from
   everything removed and restores units in the same order. AUC is the trapezoid area over the removed fraction in
   [0, 1]. A faithful map has a deletion AUC below the mean AUC of ``n_random`` random orders (and an insertion AUC
@@ -142,13 +144,14 @@ class _ImageCurves:
     """Deletion / insertion probabilities of one (study, label) over the image token cells, for any unit orders."""
 
     def __init__(self, scorer, image: torch.Tensor, grid: tuple[int, int], *, label_index: int,
-                 content: torch.Tensor | None, max_steps: int, chunk: int, insertion: bool = True) -> None:
+                 content: torch.Tensor | None, max_steps: int, chunk: int, insertion: bool = True,
+                 fill: str = "mean") -> None:
         gh, gw = grid
         self.insertion = insertion
         _, _, h, w = image.shape
         device = image.device
         self.scorer, self.image, self.label_index, self.chunk = scorer, image, label_index, chunk
-        base = _blur(image)
+        base = _removed(image, content, fill)
         if content is not None:
             base = base * content.to(device, base.dtype)
         self.base = base  # (1, 1, H, W) what a removed cell shows
@@ -177,7 +180,7 @@ class _ImageCurves:
 
 def image_deletion_insertion(scorer, image: torch.Tensor, unit_scores: np.ndarray, *, label_index: int,
                              content: torch.Tensor | None = None, n_random: int = 10, max_steps: int = 16,
-                             seed: int = 0, chunk: int = 64) -> CurveResult:
+                             seed: int = 0, chunk: int = 64, fill: str = "mean") -> CurveResult:
     """Deletion / insertion over the token cells of the image grid, with a random-order baseline.
 
     Args:
@@ -190,20 +193,30 @@ def image_deletion_insertion(scorer, image: torch.Tensor, unit_scores: np.ndarra
         max_steps: at most this many deletion steps.
         seed: random seed of the random orders.
         chunk: images per forward pass.
+        fill: what a removed cell shows: ``mean`` (the mean of the image content) or ``blur``.
     """
     gh, gw = unit_scores.shape
     rng = np.random.default_rng(seed)
     curves = _ImageCurves(scorer, image, (gh, gw), label_index=label_index, content=content, max_steps=max_steps,
-                          chunk=chunk)
+                          chunk=chunk, fill=fill)
     orders = _orders(np.asarray(unit_scores, dtype=np.float64).reshape(-1), n_random, rng)
     dele, ins = curves(orders)
     return _result(curves.counts / curves.n_units, dele, ins)
 
 
-def _blur(image: torch.Tensor) -> torch.Tensor:
-    from clinmm.explain.attribution import blur_baseline
+DELETION_FILLS = ("mean", "blur")
 
-    return blur_baseline(image)
+
+def _removed(image: torch.Tensor, content: torch.Tensor | None, fill: str) -> torch.Tensor:
+    """(1, 1, H, W) what removed cells show: the mean of the image content, or a strongly blurred copy."""
+    if fill == "blur":
+        from clinmm.explain.attribution import blur_baseline
+
+        return blur_baseline(image)
+    if fill != "mean":
+        raise ValueError(f"deletion fill: expected one of {list(DELETION_FILLS)}, got {fill!r}")
+    region = image[0, 0][content.to(image.device)] if content is not None else image
+    return torch.full_like(image, float(region.mean()))
 
 
 def _word_token_mask(ids: torch.Tensor, am: torch.Tensor, offsets: torch.Tensor, words: list[tuple[int, int]],
@@ -359,7 +372,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                           max_studies: int | None = None, max_steps: int = 16, ig_steps: int = 32,
                           internal_batch_size: int = 16, image_labels: Sequence[str] | None = None,
                           text_labels: Sequence[str] | None = None, lesion_area: tuple[float, float] = (0.02, 0.10),
-                          insertion: bool = True, seed: int = 0) -> dict:
+                          insertion: bool = True, seed: int = 0, deletion_fill: str = "mean") -> dict:
     """Measure explanation faithfulness on a labelled manifest split.
 
     Args:
@@ -379,6 +392,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
         lesion_area: (lo, hi) mask area fraction of the image for the image pointing-game target.
         insertion: also compute insertion curves (doubles the curve cost).
         seed: seed of the random orders.
+        deletion_fill: what a removed image cell shows (``mean`` or ``blur``, see the module docstring).
 
     Returns:
         The dict documented in ``docs/explanations.md`` (section "Faithfulness dict").
@@ -388,6 +402,9 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
     from clinmm.explain.gradcam import gradcam_maps
     from clinmm.inference import Predictor
 
+    if deletion_fill not in DELETION_FILLS:
+        raise ValueError(f"evaluate_faithfulness: deletion_fill must be one of {list(DELETION_FILLS)}, "
+                         f"got {deletion_fill!r}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"evaluate_faithfulness: unknown methods {unknown}; expected some of {list(METHODS)}")
@@ -483,7 +500,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             stride_orig = (box.size / grid[1]) / box.scale  # original pixels per token
             for c in img_pos:
                 curves = _ImageCurves(scorer, image, grid, label_index=c, content=content, max_steps=max_steps,
-                                      chunk=64, insertion=insertion)
+                                      chunk=64, insertion=insertion, fill=deletion_fill)
                 rand = curves([rng.permutation(grid[0] * grid[1]) for _ in range(n_random)])
                 mask_path = gt / "masks" / f"{rec.study_id}__{labels[c]}.png"
                 mask = _load_mask(mask_path) if has_gt and mask_path.is_file() else None
@@ -560,7 +577,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             share_rows.append(share_row)
     return _summarise(acc, share_rows, labels=labels, methods=methods, split=split, n_studies=len(records),
                       n_random=n_random, image_labels=list(image_labels), text_labels=list(text_labels),
-                      lesion_area=lesion_area, has_gt=has_gt, skipped=skipped)
+                      lesion_area=lesion_area, has_gt=has_gt, skipped=skipped, deletion_fill=deletion_fill)
 
 
 def _restrict(exp: StudyExplanation, keep_idx: list[int]) -> StudyExplanation:
@@ -588,9 +605,10 @@ def _curve_summary(results: list[CurveResult]) -> dict:
 
 
 def _summarise(acc, share_rows, *, labels, methods, split, n_studies, n_random, image_labels, text_labels,
-               lesion_area, has_gt, skipped) -> dict:
+               lesion_area, has_gt, skipped, deletion_fill) -> dict:
     out: dict = {
         "split": split, "n_studies": n_studies, "n_random": n_random, "ground_truth": has_gt, "skipped": dict(skipped),
+        "deletion_fill": deletion_fill,
         "image_labels": image_labels, "text_labels": text_labels, "lesion_area": list(lesion_area),
         "targets": {"pointing_image": 0.8, "pointing_text_top3": 0.8, "negated_below_affirmed": 0.8,
                     "deletion_below_random": 0.9},

@@ -112,9 +112,13 @@ def _faithfulness_context(result: dict | None) -> dict | None:
     share = [(label, mod, v.get("spearman"), v.get("n")) for label, d in result.get("modality_share", {}).items()
              for mod, v in d.items()]
     setup = (f"{result.get('n_studies', '?')} studies of the {result.get('split', '?')} split, "
-             f"{result.get('n_random', '?')} random orders per deletion baseline, ground truth "
+             f"{result.get('n_random', '?')} random orders per deletion baseline, removed image cells filled with "
+             f"{_FILLS.get(result.get('deletion_fill', 'blur'), '?')}, ground truth "
              f"{'used' if result.get('ground_truth') else 'absent (pointing games not computed)'}")
     return {"rows": rows, "share": share, "setup": setup}
+
+
+_FILLS = {"mean": "the image mean", "blur": "a blurred copy"}  # results written before the fill was recorded: blur
 
 
 def render_html_string(report: ValidationReport) -> str:

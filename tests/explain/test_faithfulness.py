@@ -40,6 +40,30 @@ def test_image_deletion_beats_random_when_attribution_is_right():
     assert not bad.deletion_below_random  # last-removed evidence: above the random mean
 
 
+class _OpacityScorer:
+    """Logit rises with the mean brightness of the whole left half: a broad opacity that a blur does not remove."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[:, 0, :, :32].mean(dim=(1, 2))  # (N,)
+        return torch.stack([20 * (v - 0.45), torch.zeros_like(v)], dim=1)  # (N, 2)
+
+
+def test_mean_fill_removes_a_broad_opacity_that_blur_keeps():
+    """A blurred cell keeps a low-frequency opacity, so blur-filled deletion cannot tell a right order from a random
+    one; the default mean fill removes it."""
+    image = torch.full((1, 1, 64, 64), 0.2)
+    image[..., :, :32] = 0.8  # opacity over the left half (8 of 16 cells)
+    right = np.zeros((4, 4))
+    right[:, :2] = 1.0
+    blur = image_deletion_insertion(_OpacityScorer(), image, right, label_index=0, n_random=10, fill="blur")
+    mean = image_deletion_insertion(_OpacityScorer(), image, right, label_index=0, n_random=10)
+    assert mean.deletion_below_random
+    assert mean.deletion_auc < blur.deletion_auc
+    assert blur.deletion[-1] > 0.5  # everything "removed", the opacity still there
+    with pytest.raises(ValueError, match="deletion fill"):
+        image_deletion_insertion(_OpacityScorer(), image, right, label_index=0, fill="zeros")
+
+
 class _WordScorer:
     """Logit = 6 × (token 1234 present and kept) − 3."""
 
