@@ -118,6 +118,8 @@ class FusionConfig:
         modality_dropout: probability, per training sample, of dropping one present modality.
         aux_image_weight: α, weight of the auxiliary image-only head's loss.
         aux_text_weight: β, weight of the auxiliary text-only head's loss.
+        text_token_dropout: probability, per note token and training step, that fusion does not see the token
+            (word dropout at the fusion's input; a note keeps at least one token). 0 disables.
     """
 
     method: Literal["cross_attention", "concat", "gated", "image_only", "text_only"] = "cross_attention"
@@ -127,6 +129,7 @@ class FusionConfig:
     modality_dropout: float = 0.15
     aux_image_weight: float = 0.3
     aux_text_weight: float = 0.3
+    text_token_dropout: float = 0.0
 
 
 @dataclass
@@ -151,6 +154,10 @@ class TrainConfig:
         seed: random seed (Python, NumPy, torch).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         max_train_seconds: stop after this many seconds of training (0 = no limit), for demo budgets.
+        note_branch_epochs: train the note-only new layers (``ClinmmModel.note_branch_parameters``) on their own
+            warm-up + cosine schedule over this many epochs, then hold them (learning rate 0) while the rest trains
+            on; 0 = the whole run. A note reader fits its training wording within a few epochs, an image branch
+            learnt from scratch needs many.
     """
 
     epochs: int = 10
@@ -170,6 +177,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_train_seconds: float = 0.0
+    note_branch_epochs: int = 0
 
 
 @dataclass

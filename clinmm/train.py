@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from clinmm import __version__
 from clinmm.calibration import apply_calibration, fit_calibration
 from clinmm.checkpoint import build_model, save_checkpoint
-from clinmm.config import ClinmmConfig, config_to_dict
+from clinmm.config import ClinmmConfig, TrainConfig, config_to_dict
 from clinmm.data.dataset import Sample, SampleBuilder, collate
 from clinmm.data.manifest import Manifest, StudyRecord, read_manifest
 from clinmm.errors import CheckpointError, ManifestError
@@ -278,6 +278,25 @@ def _lr_lambda(total: int, warmup: int):
     return f
 
 
+def _optimizer(model: ClinmmModel, tc: TrainConfig, *, steps_per_epoch: int, total: int):
+    """AdamW over the new layers (``lr_head``), the note-only new layers when ``tc.note_branch_epochs`` gives them
+    a shorter schedule, and the trainable text encoder (``lr_encoder``); one learning-rate multiplier per group."""
+    main = _lr_lambda(total, int(tc.warmup_frac * total))
+    short = [] if not tc.note_branch_epochs or tc.note_branch_epochs >= tc.epochs else model.note_branch_parameters()
+    held = {id(p) for p in short}
+    groups = [{"params": [p for p in model.head_parameters() if id(p) not in held], "lr": tc.lr_head}]
+    schedules = [main]
+    if short:
+        n = steps_per_epoch * tc.note_branch_epochs
+        note = _lr_lambda(n, int(tc.warmup_frac * n))
+        groups.append({"params": short, "lr": tc.lr_head})
+        schedules.append(lambda step: note(step) if step < n else 0.0)
+    if model.encoder_parameters():
+        groups.append({"params": model.encoder_parameters(), "lr": tc.lr_encoder})
+        schedules.append(main)
+    return torch.optim.AdamW(groups, weight_decay=tc.weight_decay), schedules
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` returns: the kept weights (CPU), their epoch and validation macro AUROC, the history."""
@@ -328,14 +347,11 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
         raise ValueError(f"train.batch_size ({tc.batch_size}) is the global batch and must be >= the number of "
                          f"processes ({ctx.world_size})")
     pos_weight = _pos_weight(train_samples, device) if tc.pos_weight else None
-    groups = [{"params": model.head_parameters(), "lr": tc.lr_head}]
-    if model.encoder_parameters():
-        groups.append({"params": model.encoder_parameters(), "lr": tc.lr_encoder})
-    optimizer = torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
     n_batches = len(_epoch_plan(len(train_samples), seed=tc.seed, epoch=1, batch_size=tc.batch_size, ctx=ctx)[0])
     steps_per_epoch = math.ceil(n_batches / tc.accumulate)
     total = steps_per_epoch * tc.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, int(tc.warmup_frac * total)))
+    optimizer, schedules = _optimizer(model, tc, steps_per_epoch=steps_per_epoch, total=total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
 
     net: torch.nn.Module = model
     if ctx.enabled:

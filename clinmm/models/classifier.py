@@ -167,6 +167,15 @@ class ClinmmModel(nn.Module):
         """Parameters of the pretrained text encoder (lower learning rate)."""
         return [p for p in self.text_encoder.parameters() if p.requires_grad] if self.text_encoder is not None else []
 
+    def note_branch_parameters(self) -> list[nn.Parameter]:
+        """Trainable new layers that only the note feeds: the text projection, the auxiliary text head and the
+        fusion's note-only layers (``train.note_branch_epochs`` gives them their own, shorter schedule)."""
+        if self.text_encoder is None:
+            return []
+        params = [*self.text_proj.parameters(), *self.text_pool.parameters(), *self.text_head.parameters(),
+                  *self.fusion.note_parameters()]
+        return [p for p in params if p.requires_grad]
+
     def head_parameters(self) -> list[nn.Parameter]:
         """Every trainable parameter that is not in the pretrained text encoder."""
         enc = {id(p) for p in self.encoder_parameters()}
@@ -215,7 +224,17 @@ class ClinmmModel(nn.Module):
             raw, raw_mask, attentions = feats.tokens, feats.mask, getattr(feats, "attentions", None)
         tokens = self.text_proj(raw.float())  # (B, K*L, D)
         mask = raw_mask & present[:, None]  # (B, K*L)
+        p = self.config.fusion.text_token_dropout
+        if self.training and p > 0:
+            mask = self._drop_tokens(mask, p)
         return tokens, mask, attentions
+
+    @staticmethod
+    def _drop_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
+        """Word dropout: hide each valid token with probability ``p``; a note left empty keeps its tokens."""
+        kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)  # (B, K*L)
+        emptied = mask.any(1) & ~kept.any(1)  # (B,)
+        return torch.where(emptied[:, None], mask, kept)
 
     def forward_ablations(self, inputs: ModelInputs) -> ModalityAblations:
         """Fused logits with all inputs, with every note removed and with every image removed.

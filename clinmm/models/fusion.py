@@ -176,6 +176,10 @@ class CrossAttentionFusion(nn.Module):
         return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share,
                             relevance=rel)
 
+    def note_parameters(self) -> list[nn.Parameter]:
+        """Parameters only the note path uses (the projection of its summary); the rest is shared."""
+        return list(self.mix_text.parameters())
+
     def _head(self, queries: torch.Tensor, out_i: torch.Tensor, out_t: torch.Tensor) -> torch.Tensor:
         """(B, C, D) queries and per-modality attention outputs → (B, C) logits. Each label's row is computed
         on its own (no mixing across labels), which :meth:`_output_gradients` relies on."""
@@ -227,6 +231,10 @@ class CrossAttentionFusion(nn.Module):
 class ConcatFusion(nn.Module):
     """Concatenate the pooled image and text vectors and classify with an MLP."""
 
+    def note_parameters(self) -> list[nn.Parameter]:
+        """Parameters only the note path uses."""
+        return list(self.pool.text_pool.parameters())
+
     def __init__(self, *, num_labels: int, dim: int, dropout: float) -> None:
         super().__init__()
         self.pool = _MissingAwarePool(dim=dim)
@@ -239,6 +247,10 @@ class ConcatFusion(nn.Module):
 
 class GatedFusion(nn.Module):
     """Learned per-sample modality gates weight the pooled image and text vectors before an MLP."""
+
+    def note_parameters(self) -> list[nn.Parameter]:
+        """Parameters only the note path uses."""
+        return list(self.pool.text_pool.parameters())
 
     def __init__(self, *, num_labels: int, dim: int, dropout: float) -> None:
         super().__init__()
@@ -263,6 +275,10 @@ class UnimodalFusion(nn.Module):
         self.modality = modality
         self.pool = _MissingAwarePool(dim=dim)
         self.mlp = _mlp(dim, dim, num_labels, dropout)
+
+    def note_parameters(self) -> list[nn.Parameter]:
+        """Every parameter for ``text_only`` (it reads nothing else), none for ``image_only``."""
+        return list(self.parameters()) if self.modality == "text" else []
 
     def forward(self, img, img_mask, txt, txt_mask) -> FusionOutput:  # noqa: D102
         img_vec, txt_vec = self.pool(img, img_mask, txt, txt_mask)

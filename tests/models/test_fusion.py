@@ -128,6 +128,32 @@ def test_modality_dropout_flags_and_standin(text_encoder, tiny_text_dir):
     assert torch.allclose(dropped.logits, without.logits, atol=1e-5)
 
 
+def test_text_token_dropout_hides_tokens_in_training_only(text_encoder, tiny_text_dir):
+    """Word dropout at the fusion input: about p of the valid note tokens are hidden while training, every note keeps
+    at least one token, padding stays hidden, and evaluation sees every token."""
+    torch.manual_seed(0)
+    cfg = tiny_config(tiny_text_dir)
+    cfg.fusion.text_token_dropout = 0.5
+    model = ClinmmModel(config=cfg, labels=LABELS, text_encoder=text_encoder)
+    tok = text_encoder.note_tokenizer()
+    inputs = collate(make_samples(tok, 8, seed=6, missing=False), image_size=32).inputs
+    model.eval()
+    with torch.no_grad():
+        _, full, _ = model.forward_text(inputs)
+    model.train()
+    with torch.no_grad():
+        _, dropped, _ = model.forward_text(inputs)
+    assert not (dropped & ~full).any()  # nothing hidden becomes visible (padding stays masked)
+    assert dropped.any(1).all()
+    frac = dropped.sum() / full.sum()
+    assert 0.3 < float(frac) < 0.7, frac
+    single = torch.zeros(2, 5, dtype=torch.bool)
+    single[0, 0] = True  # a one-token note, and a missing note
+    for _ in range(20):
+        kept = ClinmmModel._drop_tokens(single, 0.99)
+        assert kept[0, 0] and not kept[1].any()
+
+
 def test_explain_returns_the_model_without_each_modality(text_encoder, tiny_text_dir):
     """``explain=True`` also gives the fused logits with the image / the note removed: exactly what the model says when
     that modality is dropped (the dashboard's "without image / without note" columns)."""

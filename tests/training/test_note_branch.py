@@ -1,0 +1,44 @@
+"""``train.note_branch_epochs``: the note-only layers train on a shorter schedule, then hold, while the rest trains on."""
+
+from __future__ import annotations
+
+import torch
+from clinmm_tiny import LABELS, make_samples, tiny_config
+
+from clinmm.checkpoint import build_model
+from clinmm.train import fit, seed_everything
+
+
+def _run(cfg):
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg, LABELS)
+    tok = model.text_encoder.note_tokenizer()
+    train, val = make_samples(tok, 20, seed=0), make_samples(tok, 8, seed=1)
+    fit(model, train, val, config=cfg, device=torch.device("cpu"), pad_id=0, progress=False)
+    return model
+
+
+def test_note_branch_holds_after_its_epochs(tiny_text_dir):
+    cfg = tiny_config(tiny_text_dir, epochs=3, batch_size=8)
+    cfg.train.note_branch_epochs = 1
+    cut = tiny_config(tiny_text_dir, epochs=3, batch_size=8, max_train_seconds=1e-9)  # stops after epoch 1
+    cut.train.note_branch_epochs = 1
+    after_one, after_three = _run(cut), _run(cfg)
+    note = {id(p) for p in after_three.note_branch_parameters()}
+    names = {n for n, p in after_three.named_parameters() if id(p) in note}
+    assert any(n.startswith("text_proj.") for n in names) and any(n.startswith("fusion.mix_text") for n in names)
+    assert not any(n.startswith(("image_", "fusion.queries", "fusion.attn")) for n in names)
+    a, b = after_one.state_dict(), after_three.state_dict()
+    for n in names:
+        assert torch.equal(a[n], b[n]), f"{n} moved after its schedule ended"
+    moved = [n for n, p in after_three.named_parameters() if p.requires_grad and id(p) not in note
+             and not n.startswith("text_encoder.") and not torch.equal(a[n], b[n])]
+    assert any(n.startswith("fusion.attn") for n in moved) and any(n.startswith("image_encoder.") for n in moved)
+
+
+def test_note_branch_of_unimodal_models(tiny_text_dir):
+    text_only = build_model(tiny_config(tiny_text_dir, method="text_only"), LABELS)
+    image_only = build_model(tiny_config(tiny_text_dir, method="image_only"), LABELS)
+    fusion = {id(p) for p in text_only.fusion.parameters()}
+    assert fusion <= {id(p) for p in text_only.note_branch_parameters()}
+    assert image_only.note_branch_parameters() == []
