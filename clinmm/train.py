@@ -346,6 +346,10 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
     if ctx.enabled and tc.batch_size < ctx.world_size:
         raise ValueError(f"train.batch_size ({tc.batch_size}) is the global batch and must be >= the number of "
                          f"processes ({ctx.world_size})")
+    if tc.note_branch_epochs < 0:
+        raise ValueError(f"train.note_branch_epochs must be >= 0 (0 = the whole run), got {tc.note_branch_epochs}")
+    if not 0.0 <= fc.text_token_dropout < 1.0:
+        raise ValueError(f"fusion.text_token_dropout must be in [0, 1), got {fc.text_token_dropout}")
     pos_weight = _pos_weight(train_samples, device) if tc.pos_weight else None
     n_batches = len(_epoch_plan(len(train_samples), seed=tc.seed, epoch=1, batch_size=tc.batch_size, ctx=ctx)[0])
     steps_per_epoch = math.ceil(n_batches / tc.accumulate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from clinmm_tiny import LABELS, make_samples, tiny_config
 
@@ -42,3 +43,14 @@ def test_note_branch_of_unimodal_models(tiny_text_dir):
     fusion = {id(p) for p in text_only.fusion.parameters()}
     assert fusion <= {id(p) for p in text_only.note_branch_parameters()}
     assert image_only.note_branch_parameters() == []
+
+
+@pytest.mark.parametrize(("section", "key", "value", "match"), [
+    ("train", "note_branch_epochs", -1, "note_branch_epochs must be >= 0"),
+    ("fusion", "text_token_dropout", 1.0, r"text_token_dropout must be in \[0, 1\)"),
+])
+def test_out_of_range_settings_are_refused(tiny_text_dir, section, key, value, match):
+    cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8)
+    setattr(getattr(cfg, section), key, value)
+    with pytest.raises(ValueError, match=match):
+        _run(cfg)
