@@ -27,12 +27,11 @@ import logging
 import time
 
 import torch
-from safetensors.torch import load_file
 
+from clinmm.checkpoint import load_checkpoint
 from clinmm.compare import build_model_with_text
 from clinmm.config import ClinmmConfig, demo_config
 from clinmm.data.manifest import read_manifest
-from clinmm.models.text import TextEncoder
 from clinmm.models.text_cache import FrozenTextCache
 from clinmm.train import fit, prepare_samples, seed_everything
 
@@ -62,10 +61,7 @@ def main() -> None:
     base = demo_config()
     manifest = read_manifest(args.manifest, labels=None)
     base.data.labels = manifest.labels
-    encoder = TextEncoder.from_config(base.text)
-    state = load_file(f"{args.checkpoint}/model.safetensors")
-    encoder.load_state_dict({k.removeprefix("text_encoder."): v for k, v in state.items()
-                             if k.startswith("text_encoder.")})
+    encoder = load_checkpoint(args.checkpoint).model.text_encoder  # sha256-verified; the warmed encoder
     encoder.freeze_layers(len(encoder._layers()))
     samples, _, pad_id = prepare_samples(manifest, None, base, splits=("train", "test"),
                                          tokenizer=encoder.note_tokenizer())

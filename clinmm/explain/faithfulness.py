@@ -207,14 +207,18 @@ def image_deletion_insertion(scorer, image: torch.Tensor, unit_scores: np.ndarra
 DELETION_FILLS = ("mean", "blur")
 
 
+def _check_fill(fill: str) -> None:
+    if fill not in DELETION_FILLS:
+        raise ValueError(f"deletion fill: expected one of {list(DELETION_FILLS)}, got {fill!r}")
+
+
 def _removed(image: torch.Tensor, content: torch.Tensor | None, fill: str) -> torch.Tensor:
     """(1, 1, H, W) what removed cells show: the mean of the image content, or a strongly blurred copy."""
+    _check_fill(fill)
     if fill == "blur":
         from clinmm.explain.attribution import blur_baseline
 
         return blur_baseline(image)
-    if fill != "mean":
-        raise ValueError(f"deletion fill: expected one of {list(DELETION_FILLS)}, got {fill!r}")
     region = image[0, 0][content.to(image.device)] if content is not None else image
     return torch.full_like(image, float(region.mean()))
 
@@ -402,9 +406,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
     from clinmm.explain.gradcam import gradcam_maps
     from clinmm.inference import Predictor
 
-    if deletion_fill not in DELETION_FILLS:
-        raise ValueError(f"evaluate_faithfulness: deletion_fill must be one of {list(DELETION_FILLS)}, "
-                         f"got {deletion_fill!r}")
+    _check_fill(deletion_fill)  # before the model loads
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"evaluate_faithfulness: unknown methods {unknown}; expected some of {list(METHODS)}")

@@ -231,14 +231,14 @@ class CrossAttentionFusion(nn.Module):
 class ConcatFusion(nn.Module):
     """Concatenate the pooled image and text vectors and classify with an MLP."""
 
-    def note_parameters(self) -> list[nn.Parameter]:
-        """Parameters only the note path uses."""
-        return list(self.pool.text_pool.parameters())
-
     def __init__(self, *, num_labels: int, dim: int, dropout: float) -> None:
         super().__init__()
         self.pool = _MissingAwarePool(dim=dim)
         self.mlp = _mlp(2 * dim, dim, num_labels, dropout)
+
+    def note_parameters(self) -> list[nn.Parameter]:
+        """Parameters only the note path uses."""
+        return list(self.pool.text_pool.parameters())
 
     def forward(self, img, img_mask, txt, txt_mask) -> FusionOutput:  # noqa: D102 - shapes as in CrossAttentionFusion
         img_vec, txt_vec = self.pool(img, img_mask, txt, txt_mask)  # (B, D) each
@@ -248,15 +248,15 @@ class ConcatFusion(nn.Module):
 class GatedFusion(nn.Module):
     """Learned per-sample modality gates weight the pooled image and text vectors before an MLP."""
 
-    def note_parameters(self) -> list[nn.Parameter]:
-        """Parameters only the note path uses."""
-        return list(self.pool.text_pool.parameters())
-
     def __init__(self, *, num_labels: int, dim: int, dropout: float) -> None:
         super().__init__()
         self.pool = _MissingAwarePool(dim=dim)
         self.gate = nn.Linear(2 * dim, 2)
         self.mlp = _mlp(dim, dim, num_labels, dropout)
+
+    def note_parameters(self) -> list[nn.Parameter]:
+        """Parameters only the note path uses."""
+        return list(self.pool.text_pool.parameters())
 
     def forward(self, img, img_mask, txt, txt_mask) -> FusionOutput:  # noqa: D102
         img_vec, txt_vec = self.pool(img, img_mask, txt, txt_mask)  # (B, D) each

@@ -102,6 +102,9 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+_FILLS = {"mean": "the image mean", "blur": "a blurred copy"}  # results written before the fill was recorded: blur
+
+
 def _faithfulness_context(result: dict | None) -> dict | None:
     """Headline table + modality-share correlations + setup line from an ``evaluate_faithfulness`` result."""
     if result is None:
@@ -116,9 +119,6 @@ def _faithfulness_context(result: dict | None) -> dict | None:
              f"{_FILLS.get(result.get('deletion_fill', 'blur'), '?')}, ground truth "
              f"{'used' if result.get('ground_truth') else 'absent (pointing games not computed)'}")
     return {"rows": rows, "share": share, "setup": setup}
-
-
-_FILLS = {"mean": "the image mean", "blur": "a blurred copy"}  # results written before the fill was recorded: blur
 
 
 def render_html_string(report: ValidationReport) -> str:
