@@ -213,19 +213,25 @@ def explain(
     method: Annotated[Optional[list[str]], typer.Option(help="attention (default), gradcam, gradcam++, "
                                                             "integrated_gradients; repeatable.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = "auto",
+    force_scope: Annotated[bool, typer.Option(help="Explain a study outside the model's scope anyway.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Explain one study: heatmap overlay per label, the note with highlighted words, and the numbers as JSON."""
+    """Explain one study: heatmap overlay per label, the note with highlighted words, and the numbers as JSON.
+
+    A study outside the model's scope (modality, view, body part) is refused unless --force-scope; one unlike the
+    training images (intensities, pixel grid) is explained with a warning, recorded in the JSON's study_check."""
     _setup(verbose)
     from clinmm.errors import ClinmmError
     from clinmm.explain.run import explain_study
 
     try:
         text = note.read_text(encoding="utf-8") if note else None
-        result = explain_study(model, study, note=text, out=out, methods=tuple(method or ("attention",)), device=device)
+        result = explain_study(model, study, note=text, out=out, methods=tuple(method or ("attention",)), device=device,
+                               force_scope=force_scope)
     except (ClinmmError, ValueError, OSError) as err:
         _fail(str(err))
-    typer.echo(json.dumps({"out": str(result.out), "files": result.files}, indent=2))
+    typer.echo(json.dumps({"out": str(result.out), "files": result.files,
+                           "study_check": result.check.to_dict() if result.check else None}, indent=2))
 
 
 @app.command()

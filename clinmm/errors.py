@@ -11,6 +11,7 @@ __all__ = [
     "IngestError",
     "TextModelError",
     "ScoringError",
+    "ScopeError",
 ]
 
 
@@ -40,6 +41,11 @@ class TextModelError(ClinmmError):
 
 class ScoringError(ClinmmError):
     """A scoring run cannot start (e.g. another process is writing to the same output folder)."""
+
+
+class ScopeError(ClinmmError, ValueError):
+    """A study lies outside what the model was trained on (modality, view, body part); it is not explained or scored
+    unless the caller forces it."""
 
 
 class IngestError(ClinmmError):

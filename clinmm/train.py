@@ -178,10 +178,14 @@ def predict_logits(model: ClinmmModel, samples: list[Sample], *, image_size: int
 
 
 def _reference_stats(train_samples: list[Sample], val_probs: np.ndarray, labels: list[str]) -> dict:
-    """Training reference for drift checks: per-image intensity statistics and validation score distributions."""
+    """Training reference for drift and single-study checks: per-image intensity statistics and pixel grids, and
+    validation score distributions."""
     stats = [s.image_stats for s in train_samples if s.image_stats]
     ref: dict = {"intensity": {k: [round(float(st[k]), 4) for st in stats[:5000]] for k in ("mean", "std", "p05",
                                                                                             "p95")} if stats else {}}
+    boxes = [s.letterbox.orig_shape for s in train_samples if s.letterbox is not None][:5000]
+    if boxes:  # the original pixel grid, for the single-study check (clinmm.scoring.study_check)
+        ref["grid"] = {"rows": [int(b[0]) for b in boxes], "cols": [int(b[1]) for b in boxes]}
     ref["scores"] = {lab: [round(float(v), 5) for v in val_probs[:, c]] for c, lab in enumerate(labels)}
     ref["modalities_present"] = {
         "image": float(np.mean([s.image is not None for s in train_samples])) if train_samples else 0.0,

@@ -14,7 +14,8 @@ from dashboards.case_result import CaseResult, remap_words, scrub_note
 from dashboards.identity import Identity
 from dashboards.render import SCRUB_NOTICE, apply_window, legend_png, window_presets
 
-__all__ = ["case_panels", "missing_banners", "image_panel", "probability_panel", "note_panel", "feedback_form"]
+__all__ = ["case_panels", "missing_banners", "study_check_banners", "image_panel", "probability_panel", "note_panel",
+           "feedback_form"]
 
 
 def case_panels(result: CaseResult, volume: Any | None, note: str, *, image_error: str | None, key: str) -> None:
@@ -27,6 +28,7 @@ def case_panels(result: CaseResult, volume: Any | None, note: str, *, image_erro
         image_error: why the image could not be read, for the banner.
         key: widget-key prefix (one per page).
     """
+    study_check_banners(result)
     missing_banners(result, image_error=image_error)
     left, right = st.columns([3, 2])
     with left:
@@ -46,6 +48,17 @@ def missing_banners(result: CaseResult, *, image_error: str | None = None) -> No
     if not result.note_present:
         st.warning("**No clinical note for this study.** The prediction is based on the image only; "
                    "note-only findings are unreliable.", icon=":material/speaker_notes_off:")
+
+
+def study_check_banners(result: CaseResult) -> None:
+    """Out of the model's scope (an error), or unlike its training images (a warning listing what differs)."""
+    if result.scope_message:
+        st.error(f"**This study is {result.scope_message}.**", icon=":material/block:")
+    unlike = list(getattr(result.check, "unlike_training", None) or [])
+    if unlike:
+        st.warning("**This image is unlike the images the model was trained on**; treat the prediction and the "
+                   "heatmaps as an extrapolation:\n" + "\n".join(f"- {line}" for line in unlike),
+                   icon=":material/warning:")
 
 
 def image_panel(volume: Any, result: CaseResult, *, key: str) -> None:

@@ -48,6 +48,9 @@ class CaseResult:
             missing-modality path; an entry is None where that modality was absent anyway (live results only).
         image_status: ingestion status of the image (``ok``, ``missing``, or an error status).
         model_sha256: checkpoint sha256.
+        check: the study against the model's scope and training images (live results only;
+            :class:`clinmm.scoring.study_check.StudyCheck`).
+        scope_message: one sentence when the study is outside the model's scope ("" otherwise).
     """
 
     labels: list[str]
@@ -66,6 +69,8 @@ class CaseResult:
     without: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     image_status: str = "ok"
     model_sha256: str = ""
+    check: Any = None
+    scope_message: str = ""
 
     def table(self) -> list[dict[str, Any]]:
         """One row per label: probability, threshold, decision, and the probabilities without the image / the note
@@ -123,8 +128,10 @@ def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") 
         key: study key (logged by the predictor on ingestion failures).
     """
     from clinmm.explain.attention import IMAGE_VMAX, TEXT_VMAX, explain_prediction
+    from clinmm.scoring.study_check import check_study
 
     sample = predictor.prepare(image, note or None, key=key)
+    check = check_study(sample, scope=predictor.loaded.scope, reference=predictor.loaded.reference)
     pred = predictor.predict([sample], explain=True)[0]
     labels = list(pred.labels)
     result = CaseResult(
@@ -132,7 +139,8 @@ def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") 
         decisions=np.asarray(pred.decisions).astype(np.int64), thresholds=np.asarray(pred.thresholds, np.float32),
         image_present=bool(pred.image_present), note_present=bool(pred.text_present), source="live",
         image_status=sample.image_status, model_sha256=str(getattr(predictor.loaded, "sha256", "")),
-        image_vmax=IMAGE_VMAX, text_vmax=TEXT_VMAX,
+        image_vmax=IMAGE_VMAX, text_vmax=TEXT_VMAX, check=check,
+        scope_message=check.scope_message(predictor.loaded.scope),
     )
     if hasattr(image, "pixels"):  # an ImageVolume: remember which slice a 2D model read (series: the middle one)
         from clinmm.data.transforms import select_slice

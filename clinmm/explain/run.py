@@ -16,6 +16,7 @@ import numpy as np
 
 from clinmm.explain.attention import StudyExplanation, explain_prediction, explanation_from_maps
 from clinmm.explain.render import render_note_html, render_overlay_png
+from clinmm.scoring.study_check import StudyCheck, check_study
 
 __all__ = ["ExplainResult", "explain_study", "write_explanation", "compute_explanation", "EXPLAIN_METHODS"]
 
@@ -32,11 +33,13 @@ class ExplainResult:
         out: the output folder.
         files: every file written, relative to ``out``.
         explanations: the explanations, by method.
+        check: the study against the model's scope and training images (:func:`clinmm.scoring.study_check.check_study`).
     """
 
     out: Path
     files: list[str] = field(default_factory=list)
     explanations: dict[str, StudyExplanation] = field(default_factory=dict)
+    check: StudyCheck | None = None
 
 
 def _safe(name: str) -> str:
@@ -154,7 +157,7 @@ def _display_from_input(sample) -> np.ndarray:
 
 def explain_study(model: str | Path, study: str | Path | None, *, note: str | None = None,
                   out: str | Path, methods: Sequence[str] = ("attention",), labels: Sequence[str] | None = None,
-                  device: str | None = "auto", cmap: str = "cividis") -> ExplainResult:
+                  device: str | None = "auto", cmap: str = "cividis", force_scope: bool = False) -> ExplainResult:
     """Explain one study with a checkpoint and write the files (the ``clinmm explain`` command).
 
     Args:
@@ -166,18 +169,34 @@ def explain_study(model: str | Path, study: str | Path | None, *, note: str | No
         labels: restrict to these labels.
         device: ``auto``, ``cpu``, ``cuda``.
         cmap: ``cividis`` or ``viridis``.
+        force_scope: explain a study outside the model's scope anyway (its JSON says so).
+
+    Raises:
+        ScopeError: the image is outside the model's scope (a modality, view or body part it was not trained on, or
+            no Modality attribute) and ``force_scope`` is False. Nothing is written.
     """
+    from clinmm.errors import ScopeError
     from clinmm.inference import Predictor
 
     if study is None and not note:
         raise ValueError("explain: give a study (DICOM file or series folder), a note, or both")
     predictor = Predictor.from_path(model, device=device, keep_display=True)
     sample = predictor.prepare(study, note, key="study")
+    check = check_study(sample, scope=predictor.loaded.scope, reference=predictor.loaded.reference)
+    if not check.in_scope and not force_scope:
+        raise ScopeError(f"{study}: {check.scope_message(predictor.loaded.scope)}; pass --force-scope to explain it "
+                         "anyway")
+    for line in ([check.scope_message(predictor.loaded.scope)] if not check.in_scope else []) + check.unlike_training:
+        logger.warning("explain: %s: %s", study, line)
+    if check.unlike_training:
+        logger.warning("explain: %s is unlike the images the model was trained on; treat its prediction and "
+                       "explanation as an extrapolation", study)
     pred = predictor.predict([sample], explain=True)[0]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = ExplainResult(out=out)
-    extra = {"model_sha256": predictor.loaded.sha256, "image_status": sample.image_status}
+    result = ExplainResult(out=out, check=check)
+    extra = {"model_sha256": predictor.loaded.sha256, "image_status": sample.image_status,
+             "study_check": check.to_dict()}
     for method in methods:
         exp = compute_explanation(predictor, sample, pred, method=method, labels=labels)
         result.explanations[method] = exp

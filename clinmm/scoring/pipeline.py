@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from clinmm.errors import IngestError
 from clinmm.inference import Prediction, Predictor, predictions_from_output
 from clinmm.io.status import Status
 from clinmm.scoring.discover import FileHeader, StudyInput, error_message
+from clinmm.scoring.study_check import ScopeRule
 
 __all__ = ["DecodedStudy", "FileResult", "ScopeRule", "decode_study", "StudyChunks", "iter_decoded", "make_batches",
            "predict_batches", "setup_decode_worker"]
@@ -43,40 +44,6 @@ class FileResult:
     status: str
     detail: str = ""
     message: str = ""
-
-
-@dataclass
-class ScopeRule:
-    """What the checkpoint was trained on (empty list = anything).
-
-    Args:
-        modalities: DICOM Modality values.
-        views: ViewPosition values.
-        body_parts: BodyPartExamined values.
-        force: score out-of-scope studies anyway (their row says so in ``scope``).
-    """
-
-    modalities: list[str] = field(default_factory=list)
-    views: list[str] = field(default_factory=list)
-    body_parts: list[str] = field(default_factory=list)
-    force: bool = False
-
-    @classmethod
-    def from_checkpoint(cls, scope: dict, *, force: bool = False) -> ScopeRule:
-        def up(key: str) -> list[str]:
-            return sorted({str(v).strip().upper() for v in scope.get(key, []) or [] if str(v).strip()})
-
-        return cls(modalities=up("modalities"), views=up("views"), body_parts=up("body_parts"), force=force)
-
-    def violations(self, modality: str, view: str, body_part: str) -> list[str]:
-        """``["modality:CT", ...]`` for every attribute outside the scope (a blank attribute is not a violation)."""
-        out = []
-        for name, value, allowed in (("modality", modality, self.modalities), ("view", view, self.views),
-                                     ("body_part", body_part, self.body_parts)):
-            v = str(value or "").strip().upper()
-            if v and allowed and v not in allowed:
-                out.append(f"{name}:{v}")
-        return out
 
 
 @dataclass

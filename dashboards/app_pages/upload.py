@@ -57,7 +57,14 @@ if go:
         who=identity.user, session_id=identity.session_id, action="score_upload", target=f"upload-{digest[:12]}",
         detail={"image": volume is not None, "note": bool(note.strip())})
     st.session_state["upload_result"] = (result, volume, note, image_error)
+    st.session_state["upload_force"] = False
 
 if "upload_result" in st.session_state:
     result, volume, note_text, image_error = st.session_state["upload_result"]
+    if result.scope_message and not st.session_state.get("upload_force"):
+        st.error(f"**Not scored: this study is {result.scope_message}.**", icon=":material/block:")
+        if st.button("Show the result anyway (outside validated use)", key="upload_force_button"):
+            st.session_state["upload_force"] = True
+            st.rerun()
+        st.stop()
     case_panels(result, volume, note_text, image_error=image_error, key="upload")

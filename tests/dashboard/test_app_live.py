@@ -74,3 +74,21 @@ def test_case_view_live_and_upload_page(monkeypatch: pytest.MonkeyPatch, live_ch
     assert not at.exception
     assert "Source: live model" in "\n".join(c.value for c in at.caption)
     assert not list((tmp_path / "tmp").glob("clinmm-upload-*"))  # the temp folder is gone
+    # An upload outside the model's scope (no Modality attribute; the model knows CR/DX): refused with the reason,
+    # shown only on request, and then under a red banner.
+    import pydicom
+
+    bad = tmp_path / "nomod.dcm"
+    ds = pydicom.dcmread(write_cr(bad, seed=10))
+    del ds.Modality
+    ds.save_as(bad)
+    at.file_uploader(key="upload_file").set_value(("nomod.dcm", bad.read_bytes(), "application/dicom"))
+    at.button[[b.label for b in at.button].index("Score and explain")].click().run()
+    assert not at.exception
+    errors = "\n".join(e.value for e in at.error)
+    assert "Not scored: this study is outside the model's scope (modality:missing)" in errors
+    assert "Source: live model" not in "\n".join(c.value for c in at.caption)  # no probabilities shown
+    at.button[[b.label for b in at.button].index("Show the result anyway (outside validated use)")].click().run()
+    assert not at.exception
+    assert "Source: live model" in "\n".join(c.value for c in at.caption)
+    assert any("outside the model's scope" in e.value for e in at.error)  # the banner stays above the result

@@ -1,4 +1,5 @@
-"""The case panel's image view on a CT series: slice scroller, CT window presets, heatmap only on the slice read."""
+"""The case panel: the image view on a CT series (slice scroller, CT window presets, heatmap only on the slice
+read) and the study-check banners."""
 
 from __future__ import annotations
 
@@ -36,3 +37,31 @@ def test_ct_series_slice_scroller_presets_and_heatmap_slice() -> None:
     assert len(at.image) == 2  # overlay + colour bar
     at.slider(key="t_slice").set_value(4).run()
     assert len(at.image) == 1 and "scroll there" in "".join(c.value for c in at.caption)
+
+
+def _check_banners() -> None:
+    import numpy as np
+
+    from clinmm.scoring.study_check import StudyCheck
+    from dashboards.case_panel import study_check_banners
+    from dashboards.case_result import CaseResult
+
+    check = StudyCheck(scope_violations=["modality:CT"],
+                       unlike_training=["image rows 16 is outside the training images' range [480, 520]"],
+                       checked=["scope", "intensity", "grid"])
+    result = CaseResult(labels=["nodule"], probs=np.array([0.8]), decisions=np.array([1]), thresholds=np.array([0.5]),
+                        image_present=True, note_present=True, source="live", check=check,
+                        scope_message=check.scope_message({"modalities": ["CR", "DX"]}))
+    study_check_banners(result)
+    study_check_banners(CaseResult(labels=["nodule"], probs=np.array([0.8]), decisions=np.array([1]),
+                                   thresholds=np.array([0.5]), image_present=True, note_present=True,
+                                   source="live", check=StudyCheck(checked=["scope"])))  # in scope, usual: silent
+
+
+def test_study_check_banners_out_of_scope_error_and_unlike_training_warning() -> None:
+    at = AppTest.from_function(_check_banners, default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "outside the model's scope (modality:CT)" in at.error[0].value
+    assert "trained on CR, DX images" in at.error[0].value
+    assert len(at.warning) == 1 and "unlike the images the model was trained on" in at.warning[0].value
+    assert "image rows 16" in at.warning[0].value
