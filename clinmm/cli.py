@@ -184,8 +184,11 @@ def faithfulness(
     max_steps: Annotated[int, typer.Option(help="Deletion steps per curve.")] = 16,
     n_random: Annotated[int, typer.Option(help="Random orders per deletion baseline.")] = 10,
     insertion: Annotated[bool, typer.Option(help="Also compute insertion curves.")] = False,
-    deletion_fill: Annotated[str, typer.Option(help="What a removed image cell shows: mean (of the image content) "
-                                                    "or blur.")] = "mean",
+    deletion_fill: Annotated[str, typer.Option(help="What a removed image cell shows: mean (of the image content), "
+                                                    "blur, or healthy (the same cells of image-negative training "
+                                                    "studies, probability averaged over them).")] = "healthy",
+    healthy_donors: Annotated[int, typer.Option(help="Healthy donor images per study with --deletion-fill healthy.")
+                              ] = 3,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Measure explanation faithfulness: pointing games, negation check, deletion vs random, modality share."""
@@ -196,7 +199,7 @@ def faithfulness(
     try:
         result = evaluate_faithfulness(model, manifest, split=split, methods=tuple(method or ("attention",)),
                                        max_studies=max_studies, max_steps=max_steps, n_random=n_random,
-                                       insertion=insertion, deletion_fill=deletion_fill)
+                                       insertion=insertion, deletion_fill=deletion_fill, n_donors=healthy_donors)
     except (ClinmmError, ValueError, OSError) as err:
         _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)

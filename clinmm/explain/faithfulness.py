@@ -2,9 +2,13 @@
 the synthetic ground truth, negated-vs-affirmed attribution, and modality share vs the probability drop.
 
 - **Deletion / insertion** (Petsiuk et al., RISE, 2018): units (image token cells of the model grid, or note words)
-  are removed in order of attribution — image cells filled with the mean of the image content (``fill="mean"``,
-  default) or with a strongly blurred copy (``fill="blur"``: keeps low-frequency evidence such as a broad opacity,
-  so it can leave a finding's probability untouched whatever the order), note words deleted (id → [PAD],
+  are removed in order of attribution — image cells filled with the mean of the image content (``fill="mean"``),
+  with a strongly blurred copy (``fill="blur"``: keeps low-frequency evidence such as a broad opacity,
+  so it can leave a finding's probability untouched whatever the order) or with the same cells of healthy donor
+  images (``fill="healthy"``: training studies negative for every image finding, letterboxed the same way, the
+  probability averaged over the donors — a removed cell shows real healthy anatomy and texture rather than a flat
+  or smooth patch that a model may read as an opacity; see :func:`healthy_donors`; the default of
+  :func:`evaluate_faithfulness`), note words deleted (id → [PAD],
   attention off) — and the label's probability (sigmoid of the fused logit) is followed; insertion starts from
   everything removed and restores units in the same order. AUC is the trapezoid area over the removed fraction in
   [0, 1]. A faithful map has a deletion AUC below the mean AUC of ``n_random`` random orders (and an insertion AUC
@@ -44,6 +48,7 @@ __all__ = [
     "pointing_game_image",
     "pointing_game_text",
     "negated_below_affirmed",
+    "healthy_donors",
     "evaluate_faithfulness",
     "summary_rows",
     "METHODS",
@@ -145,16 +150,16 @@ class _ImageCurves:
 
     def __init__(self, scorer, image: torch.Tensor, grid: tuple[int, int], *, label_index: int,
                  content: torch.Tensor | None, max_steps: int, chunk: int, insertion: bool = True,
-                 fill: str = "mean") -> None:
+                 fill: str = "mean", reference: torch.Tensor | None = None) -> None:
         gh, gw = grid
         self.insertion = insertion
         _, _, h, w = image.shape
         device = image.device
         self.scorer, self.image, self.label_index, self.chunk = scorer, image, label_index, chunk
-        base = _removed(image, content, fill)
+        base = _removed(image, content, fill, reference=reference)
         if content is not None:
             base = base * content.to(device, base.dtype)
-        self.base = base  # (1, 1, H, W) what a removed cell shows
+        self.base = base  # (K, 1, H, W) what a removed cell shows: K = 1, or one image per healthy donor
         ys = torch.arange(h, device=device) * gh // h  # (H,) token row of each pixel row
         xs = torch.arange(w, device=device) * gw // w  # (W,)
         unit_of = (ys[:, None] * gw + xs[None, :]).flatten()  # (H*W,)
@@ -168,9 +173,11 @@ class _ImageCurves:
 
         def run(batch: list[np.ndarray]) -> np.ndarray:
             kept = torch.as_tensor(np.stack(batch), device=self.image.device).float()  # (N, U)
-            pix = (kept @ self.cells).view(-1, 1, h, w) > 0  # (N, 1, H, W) kept pixels
-            x = torch.where(pix, self.image, self.base)  # (N, 1, H, W)
-            return torch.sigmoid(self.scorer(x)[:, self.label_index].float()).cpu().numpy()
+            pix = (kept @ self.cells).view(-1, 1, 1, h, w) > 0  # (N, 1, 1, H, W) kept pixels
+            x = torch.where(pix, self.image[None], self.base[None])  # (N, K, 1, H, W)
+            n, k = x.shape[:2]
+            p = torch.sigmoid(self.scorer(x.view(n * k, 1, h, w))[:, self.label_index].float())  # (N*K,)
+            return p.view(n, k).mean(1).cpu().numpy()  # (N,) mean over the fills
 
         return _run_chunks(run, keeps, self.chunk)
 
@@ -180,7 +187,8 @@ class _ImageCurves:
 
 def image_deletion_insertion(scorer, image: torch.Tensor, unit_scores: np.ndarray, *, label_index: int,
                              content: torch.Tensor | None = None, n_random: int = 10, max_steps: int = 16,
-                             seed: int = 0, chunk: int = 64, fill: str = "mean") -> CurveResult:
+                             seed: int = 0, chunk: int = 64, fill: str = "mean",
+                             reference: torch.Tensor | None = None) -> CurveResult:
     """Deletion / insertion over the token cells of the image grid, with a random-order baseline.
 
     Args:
@@ -193,18 +201,21 @@ def image_deletion_insertion(scorer, image: torch.Tensor, unit_scores: np.ndarra
         max_steps: at most this many deletion steps.
         seed: random seed of the random orders.
         chunk: images per forward pass.
-        fill: what a removed cell shows: ``mean`` (the mean of the image content) or ``blur``.
+        fill: what a removed cell shows: ``mean`` (the mean of the image content), ``blur`` or ``healthy`` (the
+            same cells of each ``reference`` image; the probability is averaged over them).
+        reference: (K, 1, H, W) healthy donor images on the model grid, letterboxed like ``image``
+            (:func:`healthy_donors`); required by ``fill="healthy"``.
     """
     gh, gw = unit_scores.shape
     rng = np.random.default_rng(seed)
     curves = _ImageCurves(scorer, image, (gh, gw), label_index=label_index, content=content, max_steps=max_steps,
-                          chunk=chunk, fill=fill)
+                          chunk=chunk, fill=fill, reference=reference)
     orders = _orders(np.asarray(unit_scores, dtype=np.float64).reshape(-1), n_random, rng)
     dele, ins = curves(orders)
     return _result(curves.counts / curves.n_units, dele, ins)
 
 
-DELETION_FILLS = ("mean", "blur")
+DELETION_FILLS = ("mean", "blur", "healthy")
 
 
 def _check_fill(fill: str) -> None:
@@ -212,9 +223,18 @@ def _check_fill(fill: str) -> None:
         raise ValueError(f"deletion fill: expected one of {list(DELETION_FILLS)}, got {fill!r}")
 
 
-def _removed(image: torch.Tensor, content: torch.Tensor | None, fill: str) -> torch.Tensor:
-    """(1, 1, H, W) what removed cells show: the mean of the image content, or a strongly blurred copy."""
+def _removed(image: torch.Tensor, content: torch.Tensor | None, fill: str, *,
+             reference: torch.Tensor | None = None) -> torch.Tensor:
+    """(K, 1, H, W) what removed cells show: the mean of the image content or a strongly blurred copy (K = 1), or the
+    K healthy donor images."""
     _check_fill(fill)
+    if fill == "healthy":
+        if reference is None:
+            raise ValueError("deletion fill 'healthy' needs donor images (see healthy_donors)")
+        if reference.dim() != 4 or reference.shape[1:] != image.shape[1:]:
+            raise ValueError(f"deletion fill 'healthy': reference shape {tuple(reference.shape)} does not hold "
+                             f"(K, {', '.join(str(d) for d in image.shape[1:])}) donor images")
+        return reference.to(image.device, image.dtype)
     if fill == "blur":
         from clinmm.explain.attribution import blur_baseline
 
@@ -371,12 +391,62 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> dict:
     return {"spearman": float(r.statistic), "p_value": float(r.pvalue), "n": n}
 
 
+def _geometry(sample) -> tuple:
+    box = sample.letterbox
+    return (box.size, *box.resized, box.pad_top, box.pad_left)
+
+
+def healthy_donors(predictor, records: Sequence, *, image_label_indices: Sequence[int], modalities: Sequence[str] = (),
+                   max_studies: int = 256, per_geometry: int = 32) -> dict[tuple, torch.Tensor]:
+    """Healthy donor images for ``fill="healthy"``: model inputs of studies negative for every image finding, grouped
+    by letterbox geometry (a donor must put its content exactly where the study's is).
+
+    Args:
+        predictor: a :class:`~clinmm.inference.Predictor` (its preprocessing is used, so donors lie on the model
+            grid, letterboxed like every input).
+        records: labelled manifest records to draw from (use the training split, never the split under test).
+        image_label_indices: indices of the labels whose evidence is in the image; a record qualifies when all of
+            them are 0 (not unknown).
+        modalities: accepted DICOM modalities (empty: any).
+        max_studies: read at most this many qualifying studies (in record order).
+        per_geometry: keep at most this many donors per geometry.
+
+    Returns:
+        geometry ``(size, rows, cols, pad_top, pad_left)`` → (D, 1, H, W) float donor images on the CPU.
+
+    Raises:
+        ValueError: no record qualifies (no image-negative 2D study of an accepted modality).
+    """
+    pools: dict[tuple, list[torch.Tensor]] = {}
+    n = 0
+    for rec in records:
+        if n >= max_studies:
+            break
+        labels = np.asarray(rec.labels, dtype=np.float64)
+        if not image_label_indices or not all(labels[c] == 0 for c in image_label_indices):
+            continue
+        sample = predictor.prepare(rec.image_path, None, key=rec.study_id)
+        if sample.image is None or sample.image.dim() != 3 or sample.letterbox is None:  # (1, H, W): 2D only
+            continue
+        if modalities and sample.meta.get("Modality") not in modalities:
+            continue
+        n += 1
+        pool = pools.setdefault(_geometry(sample), [])
+        if len(pool) < per_geometry:
+            pool.append(predictor.collate([sample]).inputs.image[0].float())  # (1, H, W)
+    if not pools:
+        raise ValueError("healthy donors: no 2D study negative for every image finding among the "
+                         f"{len(records)} records given")
+    return {g: torch.stack(v) for g, v in pools.items()}
+
+
 def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Path | None = None,
                           split: str = "test", methods: Sequence[str] = METHODS, n_random: int = 10,
                           max_studies: int | None = None, max_steps: int = 16, ig_steps: int = 32,
                           internal_batch_size: int = 16, image_labels: Sequence[str] | None = None,
                           text_labels: Sequence[str] | None = None, lesion_area: tuple[float, float] = (0.02, 0.10),
-                          insertion: bool = True, seed: int = 0, deletion_fill: str = "mean") -> dict:
+                          insertion: bool = True, seed: int = 0, deletion_fill: str = "healthy",
+                          n_donors: int = 3) -> dict:
     """Measure explanation faithfulness on a labelled manifest split.
 
     Args:
@@ -396,7 +466,13 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
         lesion_area: (lo, hi) mask area fraction of the image for the image pointing-game target.
         insertion: also compute insertion curves (doubles the curve cost).
         seed: seed of the random orders.
-        deletion_fill: what a removed image cell shows (``mean`` or ``blur``, see the module docstring).
+        deletion_fill: what a removed image cell shows (``mean``, ``blur`` or ``healthy``, see the module docstring);
+            ``healthy`` (default) draws ``n_donors`` donors per study from up to 256 image-negative studies of the
+            manifest's ``train`` split with the study's letterbox geometry (:func:`healthy_donors`); a study whose
+            geometry has no donor gets no image deletion curve (counted in ``skipped["no_healthy_donor"]``); a
+            manifest without any such training study falls back to ``mean`` (logged; the result's
+            ``deletion_fill`` says which fill was used).
+        n_donors: healthy donors per study (``deletion_fill="healthy"``).
 
     Returns:
         The dict documented in ``docs/explanations.md`` (section "Faithfulness dict").
@@ -431,6 +507,21 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
     special = set(int(i) for i in (getattr(tok, "all_special_ids", None) or [])) if tok is not None else set()
     pad_id = predictor.pad_id
     rng = np.random.default_rng(seed)
+    in_scope = list((predictor.loaded.scope or {}).get("modalities") or [])
+    donors: dict[tuple, torch.Tensor] = {}
+    if deletion_fill == "healthy":
+        if n_donors < 1:
+            raise ValueError(f"evaluate_faithfulness: n_donors must be >= 1, got {n_donors}")
+        try:
+            donors = healthy_donors(predictor, man.split("train"),
+                                    image_label_indices=[c for c, x in enumerate(labels) if x in image_labels],
+                                    modalities=in_scope)
+            logger.info("faithfulness: healthy donors for %d letterbox geometries (%d images)", len(donors),
+                        sum(len(v) for v in donors.values()))
+        except ValueError as err:
+            logger.warning("faithfulness: %s in the manifest's train split; removed image cells show the image mean "
+                           "instead", err)
+            deletion_fill = "mean"
 
     acc: dict[str, dict[str, list]] = {m: {} for m in methods}
 
@@ -500,10 +591,22 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             content = torch.zeros(image.shape[-2:], dtype=torch.bool)
             content[box.pad_top : box.pad_top + box.resized[0], box.pad_left : box.pad_left + box.resized[1]] = True
             stride_orig = (box.size / grid[1]) / box.scale  # original pixels per token
+            reference, curves_ok = None, True
+            if deletion_fill == "healthy":
+                pool = donors.get(_geometry(sample))
+                if pool is None:  # no donor letterboxed like this study: pointing game only
+                    skipped["no_healthy_donor"] = skipped.get("no_healthy_donor", 0) + 1
+                    curves_ok = False
+                else:
+                    pick = np.sort(rng.choice(len(pool), size=min(n_donors, len(pool)), replace=False))
+                    reference = pool[torch.as_tensor(pick)].to(device)  # (K, 1, H, W)
             for c in img_pos:
-                curves = _ImageCurves(scorer, image, grid, label_index=c, content=content, max_steps=max_steps,
-                                      chunk=64, insertion=insertion, fill=deletion_fill)
-                rand = curves([rng.permutation(grid[0] * grid[1]) for _ in range(n_random)])
+                curves = rand = None
+                if curves_ok:
+                    curves = _ImageCurves(scorer, image, grid, label_index=c, content=content, max_steps=max_steps,
+                                          chunk=max(8, 64 // (1 if reference is None else len(reference))),
+                                          insertion=insertion, fill=deletion_fill, reference=reference)
+                    rand = curves([rng.permutation(grid[0] * grid[1]) for _ in range(n_random)])
                 mask_path = gt / "masks" / f"{rec.study_id}__{labels[c]}.png"
                 mask = _load_mask(mask_path) if has_gt and mask_path.is_file() else None
                 for method, exp in exps.items():
@@ -513,9 +616,9 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                     g = le.image.grid
                     if not np.any(g) and method not in ("attention", "raw_attention"):
                         continue
-                    unit = g if g.shape == grid else _pool(g, grid)
-                    res = _method_result(curves, unit, rand)
-                    add(method, f"del_img:{labels[c]}", res)
+                    if curves is not None:
+                        unit = g if g.shape == grid else _pool(g, grid)
+                        add(method, f"del_img:{labels[c]}", _method_result(curves, unit, rand))
                     if mask is not None and mask.shape == le.image.heat.shape:
                         area = float(mask.mean())
                         hit = pointing_game_image(le.image.heat, mask, radius=stride_orig / 2)
@@ -560,7 +663,6 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                                 pointing_game_text([(w.start, w.end) for w in le.top_words(3)], spans))
         return share_row
 
-    in_scope = list((predictor.loaded.scope or {}).get("modalities") or [])
     skipped = {"out_of_scope": 0, "failed": 0}
     for i, rec in enumerate(records):
         if (i + 1) % 10 == 0:
@@ -579,7 +681,8 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             share_rows.append(share_row)
     return _summarise(acc, share_rows, labels=labels, methods=methods, split=split, n_studies=len(records),
                       n_random=n_random, image_labels=list(image_labels), text_labels=list(text_labels),
-                      lesion_area=lesion_area, has_gt=has_gt, skipped=skipped, deletion_fill=deletion_fill)
+                      lesion_area=lesion_area, has_gt=has_gt, skipped=skipped, deletion_fill=deletion_fill,
+                      n_donors=n_donors if deletion_fill == "healthy" else 0)
 
 
 def _restrict(exp: StudyExplanation, keep_idx: list[int]) -> StudyExplanation:
@@ -607,10 +710,10 @@ def _curve_summary(results: list[CurveResult]) -> dict:
 
 
 def _summarise(acc, share_rows, *, labels, methods, split, n_studies, n_random, image_labels, text_labels,
-               lesion_area, has_gt, skipped, deletion_fill) -> dict:
+               lesion_area, has_gt, skipped, deletion_fill, n_donors=0) -> dict:
     out: dict = {
         "split": split, "n_studies": n_studies, "n_random": n_random, "ground_truth": has_gt, "skipped": dict(skipped),
-        "deletion_fill": deletion_fill,
+        "deletion_fill": deletion_fill, "healthy_donors_per_study": n_donors,
         "image_labels": image_labels, "text_labels": text_labels, "lesion_area": list(lesion_area),
         "targets": {"pointing_image": 0.8, "pointing_text_top3": 0.8, "negated_below_affirmed": 0.8,
                     "deletion_below_random": 0.9},

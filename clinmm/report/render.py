@@ -102,7 +102,8 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
-_FILLS = {"mean": "the image mean", "blur": "a blurred copy"}  # results written before the fill was recorded: blur
+_FILLS = {"mean": "the image mean", "blur": "a blurred copy",
+          "healthy": "the same cells of image-negative training studies"}  # results written before the fill was recorded: blur
 
 
 def _faithfulness_context(result: dict | None) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clinmm.explain.attention import LabelExplanation, StudyExplanation, WordScore
 from clinmm.explain.faithfulness import (
@@ -62,6 +63,46 @@ def test_mean_fill_removes_a_broad_opacity_that_blur_keeps():
     assert blur.deletion[-1] > 0.5  # everything "removed", the opacity still there
     with pytest.raises(ValueError, match="deletion fill"):
         image_deletion_insertion(_OpacityScorer(), image, right, label_index=0, fill="zeros")
+
+
+class _LungOpacityScorer:
+    """Logit rises with the brightest 16×16 cell of the left half (the "lung", dark when healthy): any cell brighter
+    than 0.3 there saturates the probability, as a flat mid-grey fill does."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        cells = F.avg_pool2d(x[:, :, :, :32], 16)  # (N, 1, 4, 2)
+        v = cells.flatten(1).amax(1)  # (N,)
+        return torch.stack([40 * (v - 0.3), torch.zeros_like(v)], dim=1)  # (N, 2)
+
+
+def test_healthy_fill_removes_evidence_that_a_mean_fill_keeps():
+    """A mean-filled lung cell (the image mean, raised by the bright right half) reads as an opacity, so the
+    probability stays saturated whatever the order; healthy donors (dark lung) remove the lesion, and the curve is
+    the mean over the donors."""
+    image = torch.full((1, 1, 64, 64), 0.2)
+    image[..., :, 32:] = 0.7  # bright mediastinum / soft tissue
+    image[..., :16, :16] = 0.8  # lesion in the top-left cell of the 4×4 grid
+    right = np.zeros((4, 4))
+    right[0, 0] = 1.0
+    mean = image_deletion_insertion(_LungOpacityScorer(), image, right, label_index=0, n_random=10)
+    assert mean.deletion.min() > 0.99  # saturated: a right order beats random by a hair at most
+    assert mean.random_deletion_auc.mean() - mean.deletion_auc < 1e-3
+    healthy = torch.full((1, 1, 64, 64), 0.2)
+    healthy[..., :, 32:] = 0.7
+    good = image_deletion_insertion(_LungOpacityScorer(), image, right, label_index=0, n_random=10, fill="healthy",
+                                    reference=healthy)
+    assert good.deletion_below_random and good.deletion[-1] < 0.05
+    assert good.random_deletion_auc.mean() - good.deletion_auc > 0.3
+    opaque = healthy.clone()
+    opaque[..., :, :32] = 0.5  # a donor whose lung reads as an opacity: the mean over two donors is halfway
+    two = image_deletion_insertion(_LungOpacityScorer(), image, right, label_index=0, n_random=10, fill="healthy",
+                                   reference=torch.cat([healthy, opaque]))
+    assert two.deletion[-1] == pytest.approx((good.deletion[-1] + 1.0) / 2, abs=0.01)
+    with pytest.raises(ValueError, match="needs donor images"):
+        image_deletion_insertion(_LungOpacityScorer(), image, right, label_index=0, fill="healthy")
+    with pytest.raises(ValueError, match="does not hold"):
+        image_deletion_insertion(_LungOpacityScorer(), image, right, label_index=0, fill="healthy",
+                                 reference=torch.zeros(1, 1, 32, 32))
 
 
 class _WordScorer:

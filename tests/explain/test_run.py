@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from clinmm.cli import app
@@ -73,3 +74,53 @@ def test_cli_faithfulness_writes_the_report_json(tiny_checkpoint, tmp_path):
     bad = CliRunner().invoke(app, ["faithfulness", "--model", str(tmp_path / "nope"), "--manifest",
                                    str(data / "manifest.csv"), "--out", str(out)])
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_healthy_donors_are_image_negative_training_studies_grouped_by_geometry(tiny_checkpoint, tmp_path):
+    """The healthy fill's donors: only train-split studies negative for every image finding, on the model grid,
+    grouped by letterbox geometry; with none qualifying, an error that says so; `--deletion-fill healthy` runs."""
+    import torch
+
+    from clinmm.data.manifest import read_manifest
+    from clinmm.data.synthetic.generate import SyntheticOptions, generate_sample_data
+    from clinmm.explain.faithfulness import healthy_donors
+    from clinmm.inference import Predictor
+
+    data = tmp_path / "data"
+    generate_sample_data(data, studies=40, seed=4, options=SyntheticOptions(image_size=64, ct_fraction=0.0))
+    predictor = Predictor.from_path(tiny_checkpoint, keep_display=False)
+    man = read_manifest(data / "manifest.csv", labels=predictor.labels)
+    img_idx = [predictor.labels.index("nodule"), predictor.labels.index("consolidation")]
+    train = man.split("train")
+    negatives = [r for r in train if all(r.labels[c] == 0 for c in img_idx)]
+    assert 0 < len(negatives) < len(train)
+    pools = healthy_donors(predictor, train, image_label_indices=img_idx, max_studies=5)
+    assert sum(len(v) for v in pools.values()) == min(5, len(negatives))
+    for r in negatives[:5]:
+        sample = predictor.prepare(r.image_path, None)
+        box = sample.letterbox
+        pool = pools[(box.size, *box.resized, box.pad_top, box.pad_left)]
+        image = predictor.collate([sample]).inputs.image[0]  # (1, H, W)
+        assert pool.shape[1:] == image.shape and any(torch.equal(d, image) for d in pool)
+    positives = [r for r in train if any(r.labels[c] == 1 for c in img_idx)]
+    with pytest.raises(ValueError, match="no 2D study negative"):
+        healthy_donors(predictor, positives, image_label_indices=img_idx)
+    out = tmp_path / "faith.json"
+    res = CliRunner().invoke(app, ["faithfulness", "--model", str(tiny_checkpoint), "--manifest",
+                                   str(data / "manifest.csv"), "--out", str(out), "--max-studies", "6",
+                                   "--max-steps", "4", "--deletion-fill", "healthy", "--healthy-donors", "2"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert result["deletion_fill"] == "healthy" and result["healthy_donors_per_study"] == 2
+    assert result["methods"]["attention"]["deletion"]["image"]["n"] > 0
+    # a manifest without training studies: no donors, so the default falls back to the mean fill and says so
+    import pandas as pd
+
+    frame = pd.read_csv(data / "manifest.csv", keep_default_na=False)
+    frame[frame["split"] == "test"].to_csv(data / "test_only.csv", index=False)
+    res = CliRunner().invoke(app, ["faithfulness", "--model", str(tiny_checkpoint), "--manifest",
+                                   str(data / "test_only.csv"), "--out", str(out), "--max-studies", "4",
+                                   "--max-steps", "4"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert result["deletion_fill"] == "mean" and result["healthy_donors_per_study"] == 0
