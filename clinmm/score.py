@@ -155,6 +155,7 @@ class ScoreContext:
     clinmm_version: str
     labels: list[str] = field(default_factory=list)
     file_timeout_s: float = 30.0
+    checker: object = None  # clinmm.scoring.study_check.StudyChecker: the per-study "unlike training" column
 
     @property
     def n_shards(self) -> int:
@@ -180,7 +181,7 @@ def prepare_context(input: str | os.PathLike[str], model: str | os.PathLike[str]
     from clinmm.io.keys import default_salt_path, load_or_create_salt
     from clinmm.io.provenance import versions
     from clinmm.scoring.discover import discover_folder, discover_manifest, read_notes
-    from clinmm.scoring.pipeline import ScopeRule
+    from clinmm.scoring.study_check import ScopeRule, StudyChecker
 
     cfg = _defaults()
     input, out = Path(input), Path(out)
@@ -225,7 +226,8 @@ def prepare_context(input: str | os.PathLike[str], model: str | os.PathLike[str]
                         inventory=inventory, scope=ScopeRule.from_checkpoint(loaded.scope, force=options.force_scope),
                         shard_size=shard_size, batch_size=batch_size, workers=workers, max_file_bytes=max_file_bytes,
                         max_pixels=max_pixels, clinmm_version=versions()[0], labels=list(loaded.labels),
-                        file_timeout_s=cfg.file_timeout_s)
+                        file_timeout_s=cfg.file_timeout_s,
+                        checker=StudyChecker(scope=loaded.scope, reference=loaded.reference))
 
 
 def _shard_fingerprint(ctx: ScoreContext, index: int) -> str:
@@ -244,8 +246,8 @@ def _columns(ctx: ScoreContext) -> tuple[list[str], dict[str, str]]:
     cols: list[tuple[str, str]] = [("study_key", "str")]
     if ctx.inventory.from_manifest:
         cols.append(("study_id", "str"))
-    cols += [("source_path", "str"), ("status", "str"), ("detail", "str"), ("scope", "str"), ("modality", "str"),
-             ("image_present", "bool"), ("note_present", "bool")]
+    cols += [("source_path", "str"), ("status", "str"), ("detail", "str"), ("scope", "str"),
+             ("unlike_training", "str"), ("modality", "str"), ("image_present", "bool"), ("note_present", "bool")]
     cols += [(f"prob_{lab}", "float") for lab in ctx.labels]
     cols += [(f"decision_{lab}", "int") for lab in ctx.labels]
     cols += [("n_files", "int"), ("n_files_ok", "int"), ("model_sha256", "str"), ("clinmm_version", "str"),
@@ -260,8 +262,11 @@ def study_row(ctx: ScoreContext, decoded, prediction) -> dict:
     row: dict = {"study_key": s.key}
     if ctx.inventory.from_manifest:
         row["study_id"] = s.study_id
+    unlike = ""
+    if prediction is not None and prediction.image_present and decoded.sample is not None and ctx.checker is not None:
+        unlike = ";".join(ctx.checker(decoded.sample).codes)  # e.g. "intensity:p95;grid:rows"
     row.update(source_path=s.source_path, status=decoded.status, detail=decoded.detail, scope=decoded.scope,
-               modality=decoded.modality)
+               unlike_training=unlike, modality=decoded.modality)
     if prediction is not None:
         row["image_present"] = bool(prediction.image_present)
         row["note_present"] = bool(prediction.text_present)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScopeRule", "StudyCheck", "check_study", "INTENSITY_STATS"]
+__all__ = ["ScopeRule", "StudyCheck", "StudyChecker", "check_study", "INTENSITY_STATS"]
 
 INTENSITY_STATS = ("mean", "std", "p05", "p95")
 _GRID_STATS = ("rows", "cols")
@@ -35,11 +35,14 @@ class StudyCheck:
         scope_violations: ``["modality:CT", "modality:missing", "view:LAT", ...]``; empty when in scope.
         unlike_training: one sentence per statistic outside the training range.
         checked: what could be checked (``scope``, ``intensity``, ``grid``); a study without an image checks nothing.
+        codes: the statistics outside the training range, compactly (``intensity:p95``, ``grid:rows``): the
+            ``unlike_training`` column of batch scoring.
     """
 
     scope_violations: list[str] = field(default_factory=list)
     unlike_training: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
 
     @property
     def in_scope(self) -> bool:
@@ -55,7 +58,8 @@ class StudyCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"in_scope": self.in_scope, "scope_violations": list(self.scope_violations),
-                "unlike_training": list(self.unlike_training), "checked": list(self.checked)}
+                "unlike_training": list(self.unlike_training), "codes": list(self.codes),
+                "checked": list(self.checked)}
 
 
 @dataclass
@@ -110,51 +114,76 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def check_study(sample: Any, *, scope: dict | None, reference: dict | None, coverage: float = 0.998) -> StudyCheck:
-    """Check one prepared study against the checkpoint's scope and training reference.
+class StudyChecker:
+    """Checks studies against one checkpoint's scope and training reference; the ranges are computed once, so a batch
+    of thousands of studies costs one comparison per statistic each.
 
     Args:
-        sample: a :class:`clinmm.data.dataset.Sample` (``meta``, ``image_stats``, ``letterbox``).
         scope: the checkpoint's scope (``modalities``, ``views``, ``body_parts``).
         reference: the checkpoint's ``reference.json`` (``intensity``: stat → training values; optionally ``grid``:
             ``rows`` / ``cols`` → training values).
         coverage: central fraction of the training values that counts as usual (default 99.8 %: about 1 in 125
             training-like studies gets a warning on one of the four intensity statistics by chance).
+    """
+
+    def __init__(self, *, scope: dict | None, reference: dict | None, coverage: float = 0.998) -> None:
+        if not 0.5 <= coverage < 1.0:
+            raise ValueError(f"study check: coverage must be in [0.5, 1), got {coverage}")
+        self.scope = scope or {}
+        self.rule = ScopeRule.from_checkpoint(self.scope)
+        ref = reference or {}
+        intensity = ref.get("intensity") or {}
+        grid = ref.get("grid") or {}
+        self.has_intensity, self.has_grid = bool(intensity), bool(grid)
+        self.intensity = {k: _range(intensity.get(k) or [], coverage) for k in INTENSITY_STATS}
+        self.grid = {k: _range(grid.get(k) or [], coverage) for k in _GRID_STATS}
+
+    def __call__(self, sample: Any) -> StudyCheck:
+        """Check one prepared study (a :class:`clinmm.data.dataset.Sample`: ``meta``, ``image_stats``,
+        ``letterbox``); a study without an image checks nothing."""
+        check = StudyCheck()
+        if getattr(sample, "image", None) is None:
+            return check
+        meta = sample.meta or {}
+        check.scope_violations = self.rule.violations(
+            str(meta.get("Modality", "") or ""), str(meta.get("ViewPosition", "") or ""),
+            str(meta.get("BodyPartExamined", "") or ""))
+        check.checked.append("scope")
+        stats = sample.image_stats or {}
+        if stats and self.has_intensity:
+            check.checked.append("intensity")
+            for k in INTENSITY_STATS:
+                bounds = self.intensity[k] if k in stats else None
+                if bounds is None:
+                    continue
+                v = float(stats[k])
+                if not bounds[0] <= v <= bounds[1]:
+                    check.codes.append(f"intensity:{k}")
+                    check.unlike_training.append(
+                        f"raw intensity {k} {_fmt(v)} is outside the training images' range "
+                        f"[{_fmt(bounds[0])}, {_fmt(bounds[1])}]")
+        box = getattr(sample, "letterbox", None)
+        if self.has_grid and box is not None:
+            check.checked.append("grid")
+            for k, v in zip(_GRID_STATS, box.orig_shape):
+                bounds = self.grid[k]
+                if bounds is not None and not bounds[0] <= float(v) <= bounds[1]:
+                    check.codes.append(f"grid:{k}")
+                    check.unlike_training.append(f"image {k} {int(v)} is outside the training images' range "
+                                                 f"[{int(bounds[0])}, {int(bounds[1])}]")
+        return check
+
+
+def check_study(sample: Any, *, scope: dict | None, reference: dict | None, coverage: float = 0.998) -> StudyCheck:
+    """Check one prepared study against the checkpoint's scope and training reference (:class:`StudyChecker`).
+
+    Args:
+        sample: a :class:`clinmm.data.dataset.Sample` (``meta``, ``image_stats``, ``letterbox``).
+        scope: the checkpoint's scope (``modalities``, ``views``, ``body_parts``).
+        reference: the checkpoint's ``reference.json``.
+        coverage: central fraction of the training values that counts as usual (see :class:`StudyChecker`).
 
     Returns:
         :class:`StudyCheck`.
     """
-    if not 0.5 <= coverage < 1.0:
-        raise ValueError(f"study check: coverage must be in [0.5, 1), got {coverage}")
-    check = StudyCheck()
-    if getattr(sample, "image", None) is None:
-        return check
-    meta = sample.meta or {}
-    check.scope_violations = ScopeRule.from_checkpoint(scope or {}).violations(
-        str(meta.get("Modality", "") or ""), str(meta.get("ViewPosition", "") or ""),
-        str(meta.get("BodyPartExamined", "") or ""))
-    check.checked.append("scope")
-    ref = reference or {}
-    stats = sample.image_stats or {}
-    intensity = ref.get("intensity") or {}
-    if stats and intensity:
-        check.checked.append("intensity")
-        for k in INTENSITY_STATS:
-            bounds = _range(intensity.get(k) or [], coverage) if k in stats else None
-            if bounds is None:
-                continue
-            v = float(stats[k])
-            if not bounds[0] <= v <= bounds[1]:
-                check.unlike_training.append(
-                    f"raw intensity {k} {_fmt(v)} is outside the training images' range "
-                    f"[{_fmt(bounds[0])}, {_fmt(bounds[1])}]")
-    grid = ref.get("grid") or {}
-    box = getattr(sample, "letterbox", None)
-    if grid and box is not None:
-        check.checked.append("grid")
-        for k, v in zip(_GRID_STATS, box.orig_shape):
-            bounds = _range(grid.get(k) or [], coverage)
-            if bounds is not None and not bounds[0] <= float(v) <= bounds[1]:
-                check.unlike_training.append(f"image {k} {int(v)} is outside the training images' range "
-                                             f"[{int(bounds[0])}, {int(bounds[1])}]")
-    return check
+    return StudyChecker(scope=scope, reference=reference, coverage=coverage)(sample)

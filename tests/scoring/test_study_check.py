@@ -76,13 +76,13 @@ def synthetic_reference(tmp_path_factory):
     cfg.data.image_size = 64
     builder = SampleBuilder(data_config=cfg.data, tokenizer=None)
     man = read_manifest(out / "manifest.csv")
-    samples = {split: [builder.build(r.image_path, None, key=r.study_id) for r in man.split(split) if r.image_path]
-               for split in ("train", "test")}
+    samples = {split: [builder.build(r.image_path, None, key=str(r.image_path)) for r in man.split(split)
+                       if r.image_path] for split in ("train", "test")}
     samples = {k: [s for s in v if s.image is not None and s.meta.get("Modality") in ("CR", "DX")]
                for k, v in samples.items()}
     ref = _reference_stats(samples["train"], np.zeros((1, 1)), ["x"])
     scope = {"modalities": ["CR", "DX"]}
-    return builder, ref, scope, samples["test"]
+    return builder, ref, scope, samples["test"]  # held-out samples keyed by their image path
 
 
 def test_real_pydicom_cr_is_unlike_synthetic_training_images_held_out_studies_are_not(synthetic_reference):
@@ -144,3 +144,42 @@ def test_score_puts_a_study_without_modality_out_of_scope(tiny_checkpoint, salt_
         rows = list(csv.DictReader(fh))
     assert len(rows) == 1 and rows[0]["status"] == "out_of_scope" and rows[0]["scope"] == "modality:missing"
     assert rows[0][f"prob_{LABELS[0]}"] == ""
+
+
+def test_batch_scoring_flags_studies_unlike_the_training_images(synthetic_reference, salt_file, tmp_path):
+    """`clinmm score`'s `unlike_training` column: the real pydicom CR is flagged with compact codes; generated
+    radiographs from the training generator are not."""
+    import shutil
+
+    import pydicom
+    import torch
+
+    from clinmm.calibration import LabelCalibration
+    from clinmm.checkpoint import build_model, save_checkpoint
+    from clinmm.config import demo_config
+    from clinmm.score import ScoreOptions, score
+
+    _, ref, scope, held_out = synthetic_reference
+    torch.manual_seed(0)
+    cfg = demo_config()
+    cfg.data.image_size = 64
+    cfg.text.max_length = 32
+    cfg.text.stride = 8
+    model = build_model(cfg, LABELS).eval()
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(ckpt, model=model, config=cfg, labels=LABELS,
+                    calibration=[LabelCalibration(threshold=0.5) for _ in LABELS], scope=scope,
+                    model_card={"name": "clinmm-test-untrained"}, reference=ref)
+    root = tmp_path / "in"
+    cr = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033" / "CR1" / "6154"
+    (root / "real").mkdir(parents=True)
+    shutil.copy(cr, root / "real" / "cr.dcm")
+    for i, s in enumerate(held_out[:3]):
+        (root / f"syn{i}").mkdir()
+        shutil.copy(s.key, root / f"syn{i}" / "a.dcm")
+    out = tmp_path / "out"
+    score(root, ckpt, out, options=ScoreOptions(workers=0, device="cpu", salt_file=salt_file))
+    with (out / "predictions.csv").open(newline="", encoding="utf-8") as fh:
+        rows = {r["source_path"].split("/")[0]: r for r in csv.DictReader(fh)}
+    assert rows["real"]["status"] == "ok" and "grid:rows" in rows["real"]["unlike_training"].split(";")
+    assert [rows[f"syn{i}"]["unlike_training"] for i in range(3)] == ["", "", ""]
