@@ -55,6 +55,9 @@ def study_check_banners(result: CaseResult) -> None:
     if result.scope_message:
         st.error(f"**This study is {result.scope_message}.**", icon=":material/block:")
     unlike = list(getattr(result.check, "unlike_training", None) or [])
+    if not unlike:  # a stored scoring row keeps only the codes (e.g. "intensity:p95", "grid:rows")
+        unlike = [f"{code.replace(':', ' ')} outside the training images' range"
+                  for code in getattr(result.check, "codes", None) or []]
     if unlike:
         st.warning("**This image is unlike the images the model was trained on**; treat the prediction and the "
                    "heatmaps as an extrapolation:\n" + "\n".join(f"- {line}" for line in unlike),

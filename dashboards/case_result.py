@@ -96,8 +96,11 @@ class CaseResult:
 
 def stored_result(row: dict[str, Any], labels: Sequence[str], thresholds: dict[str, float] | None = None) -> CaseResult:
     """A :class:`CaseResult` from a predictions row (no explanations)."""
+    from clinmm.scoring.study_check import StudyCheck
+
     thresholds = thresholds or {}
     probs = np.array([_number(row.get(f"prob_{l}")) for l in labels], dtype=np.float32)
+    codes = [c for c in str(row.get("unlike_training") or "").split(";") if c]
     decisions = np.array([int(np.nan_to_num(_number(row.get(f"decision_{l}")), nan=0.0)) for l in labels],
                          dtype=np.int64)
     return CaseResult(
@@ -105,6 +108,7 @@ def stored_result(row: dict[str, Any], labels: Sequence[str], thresholds: dict[s
         thresholds=np.array([thresholds.get(l, np.nan) for l in labels], dtype=np.float32),
         image_present=bool(row.get("image_present", True)), note_present=bool(row.get("note_present", True)),
         source="stored", image_status=str(row.get("status", "ok")), model_sha256=str(row.get("model_sha256", "")),
+        check=StudyCheck(codes=codes) if codes else None,
     )
 
 

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 #: Columns shown only in identified mode (to signed-in users).
 IDENTIFIED_FIELDS = ("patient_id", "accession_number", "study_instance_uid", "patient_name")
 #: Worklist columns kept in de-identified mode (plus prob_/decision_ columns).
-_WORKLIST_COLUMNS = ("study_key", "study_id", "status", "image_present", "note_present", "n_files", "n_files_ok")
+_WORKLIST_COLUMNS = ("study_key", "study_id", "status", "unlike_training", "image_present", "note_present", "n_files",
+                     "n_files_ok")
 
 
 class DataError(Exception):
@@ -123,6 +124,7 @@ def filter_worklist(
     decision: str = "any",
     missing: str = "any",
     status: str = "any",
+    usual: str = "any",
     sort_desc: bool = True,
 ) -> pd.DataFrame:
     """Filter and sort worklist rows.
@@ -134,6 +136,8 @@ def filter_worklist(
         decision: ``any``, ``positive`` or ``negative`` (on ``decision_<label>``).
         missing: ``any``, ``none`` (both modalities), ``image`` (image missing), ``note`` (note missing).
         status: ``any``, ``ok`` or ``not_ok``.
+        usual: ``any``, ``unlike`` (the image is unlike the training images: scoring's ``unlike_training`` column is
+            not empty) or ``usual``; tables scored before the column existed count as usual.
         sort_desc: highest probability first.
     """
     df = predictions
@@ -154,12 +158,25 @@ def filter_worklist(
         mask &= df["status"] == "ok"
     elif status == "not_ok":
         mask &= df["status"] != "ok"
+    unlike = _unlike(df)
+    if usual == "unlike":
+        mask &= unlike
+    elif usual == "usual":
+        mask &= ~unlike
     out = df[mask].assign(_score=score[mask]).sort_values("_score", ascending=not sort_desc, na_position="last")
     return out.drop(columns="_score")
 
 
+def _unlike(df: pd.DataFrame) -> pd.Series:
+    """(N,) bool: scoring flagged the image as unlike the training images."""
+    if "unlike_training" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["unlike_training"].fillna("").astype(str).str.len() > 0
+
+
 def worklist_counts(table: ScoresTable) -> dict[str, int]:
-    """Headline counts: studies, scored ok, not ok, missing image, missing note, positive per label, file errors."""
+    """Headline counts: studies, scored ok, not ok, missing image, missing note, unlike the training images, positive
+    per label, file errors."""
     df = table.predictions
     counts = {
         "studies": len(df),
@@ -168,6 +185,7 @@ def worklist_counts(table: ScoresTable) -> dict[str, int]:
         "missing_image": int((~df["image_present"]).sum()),
         "missing_note": int((~df["note_present"]).sum()),
         "file_errors": len(table.errors),
+        "unlike_training": int(_unlike(df).sum()),
     }
     for label in table.labels:
         column = f"decision_{label}"

@@ -24,14 +24,15 @@ except DataError as err:
     st.stop()
 
 counts = worklist_counts(table)
-cols = st.columns(6)
+cols = st.columns(7)
 for col, (name, key) in zip(cols, [("Studies", "studies"), ("Scored", "ok"), ("Not scored", "not_ok"),
                                    ("No image", "missing_image"), ("No note", "missing_note"),
-                                   ("File errors", "file_errors")], strict=True):
+                                   ("Unlike training", "unlike_training"), ("File errors", "file_errors")],
+                            strict=True):
     col.metric(name, counts[key])
 
 with st.container(border=True):
-    f1, f2, f3, f4, f5 = st.columns([2, 2, 2, 2, 2])
+    f1, f2, f3, f4, f5, f6 = st.columns([2, 2, 2, 2, 2, 2])
     label = f1.selectbox("Finding", ["(highest of any)", *table.labels], key="wl_label")
     label = None if label.startswith("(") else label
     min_prob = f2.slider("Min. probability", 0.0, 1.0, 0.0, 0.05, key="wl_min_prob", disabled=label is None)
@@ -40,9 +41,12 @@ with st.container(border=True):
                            format_func={"any": "any", "none": "both present", "image": "image missing",
                                         "note": "note missing"}.get)
     status = f5.selectbox("Status", ["any", "ok", "not_ok"], key="wl_status")
+    usual = f6.selectbox("Image vs training", ["any", "unlike", "usual"], key="wl_usual",
+                         format_func={"any": "any", "unlike": "unlike training images",
+                                      "usual": "like training images"}.get)
 
 rows = filter_worklist(table.predictions, label=label, min_prob=min_prob, decision=decision, missing=missing,
-                       status=status)
+                       status=status, usual=usual)
 st.caption(f"{len(rows)} of {len(table.predictions)} studies match.")
 columns = deidentified_columns(rows, identified=identity.identified)
 event = st.dataframe(

@@ -66,6 +66,7 @@ def fabricate_scores_dir(folder: Path, *, n: int = 6) -> Path:
         pred_rows.append({
             "study_key": hashlib.sha256(sid.encode()).hexdigest()[:32], "study_id": sid,
             "source_path": image_path, "status": "ok" if i != 5 else "truncated",
+            "unlike_training": "intensity:std;grid:rows" if i == 2 else "",
             "image_present": has_image and i != 5, "note_present": has_note,
             **{f"prob_{l}": float(p) for l, p in zip(LABELS, probs, strict=True)},
             **{f"decision_{l}": int(p >= 0.5) for l, p in zip(LABELS, probs, strict=True)},

@@ -64,6 +64,11 @@ def test_worklist_renders_counts_filters_and_opens_a_case(app: AppTest, scores_d
     assert "1 of 6 studies match" in texts(app, "caption")
     assert list(app.dataframe[0].value["study_id"]) == ["s003"]
     app.selectbox(key="wl_missing").set_value("any")
+    assert metrics["Unlike training"] == "1"
+    app.selectbox(key="wl_usual").set_value("unlike").run()
+    assert list(app.dataframe[0].value["study_id"]) == ["s002"]
+    assert app.dataframe[0].value["unlike_training"].tolist() == ["intensity:std;grid:rows"]
+    app.selectbox(key="wl_usual").set_value("any")
     app.selectbox(key="wl_label").set_value("fever").run()
     app.slider(key="wl_min_prob").set_value(0.2).run()
     probs = app.dataframe[0].value["prob_fever"]

@@ -55,6 +55,9 @@ def _check_banners() -> None:
     study_check_banners(result)
     study_check_banners(CaseResult(labels=["nodule"], probs=np.array([0.8]), decisions=np.array([1]),
                                    thresholds=np.array([0.5]), image_present=True, note_present=True,
+                                   source="stored", check=StudyCheck(codes=["intensity:p95"])))  # stored row
+    study_check_banners(CaseResult(labels=["nodule"], probs=np.array([0.8]), decisions=np.array([1]),
+                                   thresholds=np.array([0.5]), image_present=True, note_present=True,
                                    source="live", check=StudyCheck(checked=["scope"])))  # in scope, usual: silent
 
 
@@ -63,5 +66,6 @@ def test_study_check_banners_out_of_scope_error_and_unlike_training_warning() ->
     assert not at.exception
     assert len(at.error) == 1 and "outside the model's scope (modality:CT)" in at.error[0].value
     assert "trained on CR, DX images" in at.error[0].value
-    assert len(at.warning) == 1 and "unlike the images the model was trained on" in at.warning[0].value
+    assert len(at.warning) == 2 and "unlike the images the model was trained on" in at.warning[0].value
     assert "image rows 16" in at.warning[0].value
+    assert "intensity p95 outside the training images' range" in at.warning[1].value

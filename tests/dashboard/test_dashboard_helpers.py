@@ -36,6 +36,12 @@ def test_scores_counts_and_filters(scores_dir: Path) -> None:
     assert sorted(both["study_id"]) == ["s000", "s001", "s002"]
     ordered = filter_worklist(df, label="nodule", sort_desc=False)["prob_nodule"].tolist()
     assert ordered == sorted(ordered)
+    assert counts["unlike_training"] == 1
+    assert filter_worklist(df, usual="unlike")["study_id"].tolist() == ["s002"]
+    assert "s002" not in filter_worklist(df, usual="usual")["study_id"].tolist()
+    stored = stored_result(df.set_index("study_id").loc["s002"].to_dict(), table.labels)
+    assert stored.check.codes == ["intensity:std", "grid:rows"]
+    assert stored_result(df.set_index("study_id").loc["s001"].to_dict(), table.labels).check is None
 
 
 def test_missing_predictions_is_a_named_error(tmp_path: Path) -> None:
