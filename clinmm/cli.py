@@ -316,7 +316,7 @@ def pretrain_text(
 def sample_data(
     out: Annotated[Path, typer.Argument(help="Output folder (must be empty unless --overwrite).")],
     studies: Annotated[int, typer.Option(help="Number of studies.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed → byte-identical files).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed on one machine → byte-identical files).")] = 0,
     image_size: Annotated[int, typer.Option(help="Radiograph side / CT slice size in pixels.")] = 256,
     overwrite: Annotated[bool, typer.Option(help="Replace a previously generated set in OUT.")] = False,
     workers: Annotated[int, typer.Option(help="Processes writing patients in parallel (same files for any number)."

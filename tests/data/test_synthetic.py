@@ -268,11 +268,37 @@ def test_overwrite_replaces_generated_set(tmp_path: Path) -> None:
     assert all(p.name.startswith("S000") and int(p.name[1:]) <= 10 for p in (tmp_path / "dicom").glob("*/*"))
 
 
+def _pixels_close(new: np.ndarray, committed: np.ndarray, what: str) -> None:
+    """Pixel values may differ by one grey level on a few pixels between CPUs: numpy's SIMD transcendental functions
+    (exp, sin) are not bit-identical across instruction sets, and a value near .5 rounds either way. Anything more
+    (a shifted lesion, another scale, another seed) fails."""
+    assert new.shape == committed.shape and new.dtype == committed.dtype, what
+    diff = np.abs(new.astype(np.int64) - committed.astype(np.int64))
+    assert int(diff.max(initial=0)) <= 1, f"{what}: pixel values differ by {int(diff.max())}"
+    assert int(np.count_nonzero(diff)) <= max(2, diff.size // 1000), f"{what}: {int(np.count_nonzero(diff))} pixels differ"
+
+
 def test_committed_tiny_fixture_matches_generator(tmp_path: Path) -> None:
-    """sample_data/tiny is exactly what the generator writes for its documented arguments."""
+    """sample_data/tiny is what the generator writes for its documented arguments: every file byte-identical, except
+    that DICOM pixel data and PNG masks may differ by one grey level on at most 0.1 % of the pixels (float rounding
+    differs between CPUs; on one machine the generator is byte-identical, see test_deterministic_byte_identical)."""
     assert TINY.is_dir(), "sample_data/tiny missing: regenerate it (see sample_data/README.md)"
     generate_sample_data(tmp_path / "tiny", **TINY_ARGS)
-    assert _digest(tmp_path / "tiny") == _digest(TINY)
+    new, committed = _digest(tmp_path / "tiny"), _digest(TINY)
+    assert sorted(new) == sorted(committed)
+    for name in sorted(n for n in new if new[n] != committed[n]):
+        a, b = tmp_path / "tiny" / name, TINY / name
+        if name.endswith(".dcm"):
+            da, db = pydicom.dcmread(a), pydicom.dcmread(b)
+            assert da.file_meta == db.file_meta, name
+            rest_a = [(e.tag, e.value) for e in da if e.tag != 0x7FE00010]
+            rest_b = [(e.tag, e.value) for e in db if e.tag != 0x7FE00010]
+            assert rest_a == rest_b, f"{name}: DICOM attributes differ"
+            _pixels_close(da.pixel_array, db.pixel_array, name)
+        elif name.endswith(".png"):
+            _pixels_close(np.asarray(Image.open(a)), np.asarray(Image.open(b)), name)
+        else:
+            raise AssertionError(f"{name} differs from the committed fixture")
     assert sum(f.stat().st_size for f in _files(TINY)) < 3 * 1024 * 1024
 
 

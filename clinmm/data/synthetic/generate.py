@@ -197,7 +197,8 @@ def generate_sample_data(
     Args:
         out: output folder (created). Must be empty or absent unless ``overwrite``.
         studies: number of studies (≥ 1).
-        seed: random seed; the same seed and options give byte-identical files.
+        seed: random seed; the same seed and options give byte-identical files on one machine (across CPUs a few pixel
+            values may differ by one grey level: see sample_data/README.md).
         options: generator knobs (defaults: :class:`SyntheticOptions`).
         overwrite: delete what a previous run wrote in ``out`` (manifest, notes, dicom/, ground_truth/, README) first.
         workers: processes that render and write patients in parallel (0 or 1: this process). The files are the same
