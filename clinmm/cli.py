@@ -122,8 +122,10 @@ def score(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
     force_scope: Annotated[bool, typer.Option(help="Also score studies outside the model's scope.")] = False,
     shard_size: Annotated[Optional[int], typer.Option(help="Studies per output shard (resume granularity).")] = None,
-    salt_file: Annotated[Optional[Path], typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Manifest INPUT only: score just this split (e.g. test).")] = None,
+    salt_file: Annotated[Optional[Path],
+                         typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
+    split: Annotated[Optional[str],
+                     typer.Option(help="Manifest INPUT only: score just this split (e.g. test).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Batch-score DICOM studies. Exit 0: all ok; 3: some file/study not ok (see errors.csv); 2: usage error."""
@@ -267,7 +269,8 @@ def dashboard(
 @data_app.command("indiana")
 def data_indiana(
     out: Annotated[Path, typer.Option(help="Output folder for manifest.csv (keep it out of git: CC BY-NC-ND).")],
-    archive: Annotated[Optional[Path], typer.Option(help="NLMCXR_reports.tgz (default: inside torchxrayvision).")] = None,
+    archive: Annotated[Optional[Path],
+                       typer.Option(help="NLMCXR_reports.tgz (default: inside torchxrayvision).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Indiana University chest X-ray reports (from the torchxrayvision wheel) → manifest with 12 MeSH labels."""
@@ -336,7 +339,8 @@ def sample_data(
 
 @app.command()
 def demo(
-    root: Annotated[Path, typer.Option(help="Folder holding sample_data/ and runs/ (the repository root).")] = Path("."),
+    root: Annotated[Path,
+                    typer.Option(help="Folder holding sample_data/ and runs/ (the repository root).")] = Path("."),
     studies: Annotated[int, typer.Option(help="Synthetic studies to generate.")] = 1000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard at the end.")] = True,
@@ -360,7 +364,8 @@ def inspect(
     out: Annotated[Optional[Path], typer.Option(help="CSV: one de-identified row per file.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Decode worker processes (default: CPUs, at most 8).")] = None,
     deadline: Annotated[float, typer.Option(help="Seconds per file before its worker is killed.")] = 60.0,
-    salt_file: Annotated[Optional[Path], typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
+    salt_file: Annotated[Optional[Path],
+                         typer.Option(help="Secret salt for study keys (env CLINMM_SALT_FILE).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

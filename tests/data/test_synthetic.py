@@ -275,7 +275,8 @@ def _pixels_close(new: np.ndarray, committed: np.ndarray, what: str) -> None:
     assert new.shape == committed.shape and new.dtype == committed.dtype, what
     diff = np.abs(new.astype(np.int64) - committed.astype(np.int64))
     assert int(diff.max(initial=0)) <= 1, f"{what}: pixel values differ by {int(diff.max())}"
-    assert int(np.count_nonzero(diff)) <= max(2, diff.size // 1000), f"{what}: {int(np.count_nonzero(diff))} pixels differ"
+    n_diff = int(np.count_nonzero(diff))
+    assert n_diff <= max(2, diff.size // 1000), f"{what}: {n_diff} pixels differ"
 
 
 def test_committed_tiny_fixture_matches_generator(tmp_path: Path) -> None:

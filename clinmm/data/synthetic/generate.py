@@ -35,7 +35,7 @@ from clinmm.data.synthetic.dicom_writer import (
     write_ct_series,
     write_radiograph,
 )
-from clinmm.data.synthetic.images import IMAGE_LABELS, LesionParams, render_ct, render_radiograph
+from clinmm.data.synthetic.images import LesionParams, render_ct, render_radiograph
 from clinmm.data.synthetic.notes import NOTE_LABELS, render_note
 
 __all__ = [
