@@ -181,7 +181,8 @@ def faithfulness(
     out: Annotated[Path, typer.Option(help="JSON file to write (pass it to `clinmm report --faithfulness`).")],
     split: Annotated[str, typer.Option(help="Manifest split to evaluate.")] = "test",
     method: Annotated[Optional[list[str]], typer.Option(help="attention (default), raw_attention, gradcam, "
-                                                            "integrated_gradients; repeatable.")] = None,
+                                                            "gradcam++, hirescam, integrated_gradients; "
+                                                            "repeatable.")] = None,
     max_studies: Annotated[Optional[int], typer.Option(help="Only the first N studies of the split.")] = None,
     max_steps: Annotated[int, typer.Option(help="Deletion steps per curve.")] = 16,
     n_random: Annotated[int, typer.Option(help="Random orders per deletion baseline.")] = 10,
@@ -216,7 +217,7 @@ def explain(
     study: Annotated[Optional[Path], typer.Argument(help="DICOM file or series folder (omit for a note only).")] = None,
     note: Annotated[Optional[Path], typer.Option(help="Text file with the study's clinical note.")] = None,
     method: Annotated[Optional[list[str]], typer.Option(help="attention (default), gradcam, gradcam++, "
-                                                            "integrated_gradients; repeatable.")] = None,
+                                                            "hirescam, integrated_gradients; repeatable.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = "auto",
     force_scope: Annotated[bool, typer.Option(help="Explain a study outside the model's scope anyway.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,

@@ -148,7 +148,7 @@ class StudyExplanation:
 
     Args:
         key: the sample key.
-        method: ``attention``, ``gradcam``, ``gradcam++`` or ``integrated_gradients``.
+        method: ``attention``, ``gradcam``, ``gradcam++``, ``hirescam`` or ``integrated_gradients``.
         labels: one :class:`LabelExplanation` per label, in model order.
         image_present: the model saw an image.
         text_present: the model saw a note.

@@ -56,7 +56,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("attention", "raw_attention", "gradcam", "integrated_gradients")
+METHODS = ("attention", "raw_attention", "gradcam", "gradcam++", "hirescam", "integrated_gradients")
+_IMAGE_ONLY = ("gradcam", "gradcam++", "hirescam")  # class activation maps: no note part
 
 
 @dataclass
@@ -455,7 +456,8 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
         ground_truth: folder with ``masks/<study_id>__<label>.png`` and ``evidence.json`` (default: the manifest's
             ``ground_truth/`` when present; without it only deletion/insertion and modality share are computed).
         split: manifest split.
-        methods: any of ``attention``, ``gradcam``, ``integrated_gradients``.
+        methods: any of :data:`METHODS` (``attention``, ``raw_attention``, ``gradcam``, ``gradcam++``, ``hirescam``,
+            ``integrated_gradients``).
         n_random: random orders per deletion/insertion baseline (≥ 10 for the acceptance figure).
         max_studies: evaluate only the first N studies of the split (quick runs).
         max_steps: deletion steps per curve.
@@ -563,9 +565,9 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                 continue
             img_maps = txt_scores = None
             cnn = net.image_encoder is not None and not getattr(net.image_encoder, "is_vit", False)
-            if method == "gradcam" and img_pos and cnn:
+            if method in _IMAGE_ONLY and img_pos and cnn:
                 img_maps = np.zeros((len(labels), *inputs.image.shape[-2:]), dtype=np.float32)
-                img_maps[img_pos] = gradcam_maps(net, inputs, label_indices=img_pos).numpy()
+                img_maps[img_pos] = gradcam_maps(net, inputs, label_indices=img_pos, method=method).numpy()
             if method == "integrated_gradients":
                 if img_pos and grid is not None:
                     img_maps = np.zeros((len(labels), *grid), dtype=np.float32)  # pooled to the token grid
@@ -628,7 +630,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
         # ---- text: pointing game + deletion / insertion + negated vs affirmed
         if pred.text_present and sample.note_text:
             for method, exp in exps.items():
-                if method == "gradcam" or not both:
+                if method in _IMAGE_ONLY or not both:
                     continue
                 for use in ("heat", "score"):
                     r = negated_below_affirmed(_restrict(exp, txt_all), mentions, use=use)

@@ -1,4 +1,5 @@
-"""Grad-CAM and Grad-CAM++ (MONAI ``monai.visualize``) on the image branch, with a direction-preserving normaliser.
+"""Class activation maps on the image branch: Grad-CAM and Grad-CAM++ (MONAI ``monai.visualize``) and HiResCAM, with a
+direction-preserving normaliser.
 
 MONAI's default ``postprocessing`` (``default_normalizer``) rescales each map with ``ScaleIntensity(minv=1.0,
 maxv=0.0)``: the most important region becomes 0 and the least important 1 — the map is flipped. We pass
@@ -7,6 +8,13 @@ no per-image min–max (``tests/explain/test_gradcam.py`` checks both the direct
 
 The network MONAI sees is :class:`~clinmm.explain._forward.ImageToLogits`: image → fused logits with the study's note
 fixed, so the map explains the fused decision, not an image-only head.
+
+Grad-CAM averages the gradient over the feature map before weighting the channels, which is exact only for a head that
+averages the map too (global average pooling). clinmm's image tokens are read by a label query's *attention*, which
+weights positions unequally, so Grad-CAM smears a one-cell nodule over every cell with similar channels (pointing game
+on a 4,000-study model: nodules 17 % for Grad-CAM against 89 % for HiResCAM, docs/explanations.md). HiResCAM
+(Draelos & Carin, 2020) keeps the gradient where it is — ``relu(sum_k dy/dA_k * A_k)`` per position — which equals
+Grad-CAM for an average-pooling head and is the first-order contribution of each position for any head.
 """
 
 from __future__ import annotations
@@ -17,9 +25,23 @@ from monai.visualize import GradCAM, GradCAMpp
 from clinmm.explain._forward import ImageToLogits
 from clinmm.models.classifier import ClinmmModel, ModelInputs
 
-__all__ = ["relative_normalizer", "gradcam_maps", "default_target_layer", "CAM_METHODS"]
+__all__ = ["relative_normalizer", "gradcam_maps", "default_target_layer", "HiResCAM", "CAM_METHODS"]
 
-CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
+
+class HiResCAM(GradCAM):
+    """HiResCAM (Draelos & Carin, 2020): ``relu(sum_k grad_k * A_k)`` at each position of the target layer.
+
+    MONAI's :class:`~monai.visualize.GradCAM` with the channel weights left unaveraged: its hooks, upsampling and
+    ``postprocessing`` are reused unchanged.
+    """
+
+    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # type: ignore[override]
+        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        acti, grad = acti[layer_idx], grad[layer_idx]  # (B, C, *spatial) each
+        return torch.relu((grad * acti).sum(1, keepdim=True))  # (B, 1, *spatial)
+
+
+CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp, "hirescam": HiResCAM}
 
 
 def relative_normalizer(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +75,7 @@ def gradcam_maps(model: ClinmmModel, inputs: ModelInputs, *, label_indices: list
         model: the classifier (eval mode).
         inputs: the study as a batch of one (image present).
         label_indices: labels to explain (default: all).
-        method: ``gradcam`` or ``gradcam++``.
+        method: ``gradcam``, ``gradcam++`` or ``hirescam``.
         target_layer: module name inside the wrapper (default: :func:`default_target_layer`).
 
     Returns:

@@ -22,7 +22,7 @@ __all__ = ["ExplainResult", "explain_study", "write_explanation", "compute_expla
 
 logger = logging.getLogger(__name__)
 
-EXPLAIN_METHODS = ("attention", "gradcam", "gradcam++", "integrated_gradients")
+EXPLAIN_METHODS = ("attention", "gradcam", "gradcam++", "hirescam", "integrated_gradients")
 
 
 @dataclass
@@ -74,7 +74,7 @@ def compute_explanation(predictor, sample, prediction, *, method: str = "attenti
     inputs = predictor.collate([sample]).inputs
     img = txt = None
     if prediction.image_present and net.image_encoder is not None:
-        if method in ("gradcam", "gradcam++"):
+        if method in ("gradcam", "gradcam++", "hirescam"):
             img = np.zeros((len(names), *inputs.image.shape[-2:]), dtype=np.float32)
             img[idx] = gradcam_maps(net, inputs, label_indices=idx, method=method).numpy()
         else:

@@ -9,7 +9,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.class_activation_maps import default_normalizer
 from torch import nn
 
-from clinmm.explain.gradcam import gradcam_maps, relative_normalizer
+from clinmm.explain.gradcam import HiResCAM, gradcam_maps, relative_normalizer
 
 
 class _SpotNet(nn.Module):
@@ -34,7 +34,7 @@ def _spot_image(h: int = 48, w: int = 64, cy: int = 10, cx: int = 20) -> torch.T
     return x
 
 
-@pytest.mark.parametrize("cam_cls", [GradCAM, GradCAMpp])
+@pytest.mark.parametrize("cam_cls", [GradCAM, GradCAMpp, HiResCAM])
 def test_relative_normalizer_keeps_direction(cam_cls):
     x = _spot_image()
     cam = cam_cls(nn_module=_SpotNet(), target_layers="body", postprocessing=relative_normalizer)
@@ -63,6 +63,61 @@ def test_relative_normalizer_is_monotone_and_not_min_max():
     assert torch.equal(relative_normalizer(torch.zeros(1, 1, 2, 2)), torch.zeros(1, 1, 2, 2))
 
 
+class _GapNet(nn.Module):
+    """A linear head on the global average of a feature map: the model Grad-CAM is exact for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(1, 6, kernel_size=3, padding=1), nn.ReLU())  # the target layer
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean(dim=(2, 3)))  # (B, 2)
+
+
+class _ReadOneSpotNet(nn.Module):
+    """The same features everywhere, but the head reads them at one position only (a one-hot attention)."""
+
+    def __init__(self, *, read: tuple[int, int]) -> None:
+        super().__init__()
+        self.read = read
+        self.body = nn.Conv2d(1, 3, kernel_size=1)
+        with torch.no_grad():
+            self.body.weight.copy_(torch.tensor([1.0, 0.5, 2.0]).view(3, 1, 1, 1))
+            self.body.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.body(x))  # (B, 3, H, W)
+        y, x_ = self.read
+        return f[:, :, y, x_].sum(1, keepdim=True).expand(-1, 2)  # (B, 2)
+
+
+def test_hirescam_equals_gradcam_for_an_average_pooling_head():
+    x = torch.rand(1, 1, 24, 32, generator=torch.Generator().manual_seed(1))
+    net = _GapNet()
+    ident = lambda m: m  # noqa: E731 - compare the raw maps
+    for c in (0, 1):
+        g = GradCAM(nn_module=net, target_layers="body", postprocessing=ident)(x=x, class_idx=c)
+        h = HiResCAM(nn_module=net, target_layers="body", postprocessing=ident)(x=x, class_idx=c)
+        assert torch.allclose(g, h, atol=1e-6)
+        assert float(h.abs().max()) > 0  # not trivially equal
+
+
+def test_hirescam_stays_where_an_attention_head_reads_and_gradcam_does_not():
+    """Two identical bright spots; the head reads only the top-left one. HiResCAM marks that spot alone; Grad-CAM,
+    which averages the gradient over positions first, marks both equally (the reason HiResCAM is offered)."""
+    x = torch.full((1, 1, 40, 40), 0.05)
+    x[..., 8:12, 8:12] = 1.0  # read by the head
+    x[..., 28:32, 28:32] = 1.0  # same content, not read
+    net = _ReadOneSpotNet(read=(10, 10))
+    h = HiResCAM(nn_module=net, target_layers="body", postprocessing=relative_normalizer)(x=x, class_idx=0)[0, 0]
+    g = GradCAM(nn_module=net, target_layers="body", postprocessing=relative_normalizer)(x=x, class_idx=0)[0, 0]
+    assert np.unravel_index(int(h.argmax()), h.shape) == (10, 10)
+    assert float(h[30, 30]) == 0.0 and float(h[10, 10]) > 0
+    assert float(g[30, 30]) == pytest.approx(float(g[10, 10]), rel=1e-5)  # Grad-CAM cannot tell the two apart
+
+
 def test_gradcam_maps_on_clinmm_model(tiny_predictor):
     """On the real model class: one map per label over the model input, finite and ≥ 0."""
     rng = np.random.default_rng(0)
@@ -72,6 +127,9 @@ def test_gradcam_maps_on_clinmm_model(tiny_predictor):
     vol = ImageVolume(pixels=pixels, display=pixels, spacing=(1.0, 1.0, 1.0), modality="CR")
     sample = tiny_predictor.prepare(vol, "Febrile overnight.")
     inputs = tiny_predictor.collate([sample]).inputs
-    maps = gradcam_maps(tiny_predictor.loaded.model, inputs, label_indices=[0, 2])
-    assert maps.shape == (2, 64, 64)
-    assert torch.isfinite(maps).all() and (maps >= 0).all()
+    for method in ("gradcam", "gradcam++", "hirescam"):
+        maps = gradcam_maps(tiny_predictor.loaded.model, inputs, label_indices=[0, 2], method=method)
+        assert maps.shape == (2, 64, 64)
+        assert torch.isfinite(maps).all() and (maps >= 0).all()
+    with pytest.raises(ValueError, match="hirescam"):
+        gradcam_maps(tiny_predictor.loaded.model, inputs, method="scorecam")

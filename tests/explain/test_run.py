@@ -71,6 +71,14 @@ def test_cli_faithfulness_writes_the_report_json(tiny_checkpoint, tmp_path):
     assert [r["measure"].split(" ")[0] for r in rows] == ["image", "a", "negated", "deletion", "deletion"]
     assert all(r["method"] == "attention" and (r["rate"] is None or 0 <= r["rate"] <= 1) for r in rows)
     assert any(r["n"] > 0 for r in rows)
+    # a class activation map: image measures only (no note part), under its own name
+    res = CliRunner().invoke(app, ["faithfulness", "--model", str(tiny_checkpoint), "--manifest",
+                                   str(data / "manifest.csv"), "--out", str(out), "--max-studies", "12",
+                                   "--max-steps", "4", "--method", "hirescam"])
+    assert res.exit_code == 0, res.output
+    cam = json.loads(out.read_text())["methods"]["hirescam"]
+    assert cam["pointing_image_all_sizes"]["n"] > 0 and cam["deletion"]["image"]["n"] > 0
+    assert cam["pointing_text_top3"]["n"] == 0 and cam["deletion"]["text"]["n"] == 0
     bad = CliRunner().invoke(app, ["faithfulness", "--model", str(tmp_path / "nope"), "--manifest",
                                    str(data / "manifest.csv"), "--out", str(out)])
     assert bad.exit_code == 2 and "error:" in bad.output
