@@ -120,10 +120,6 @@ class FusionConfig:
         aux_text_weight: β, weight of the auxiliary text-only head's loss.
         text_token_dropout: probability, per note token and training step, that fusion does not see the token
             (word dropout at the fusion's input; a note keeps at least one token). 0 disables.
-        null_key: ``cross_attention`` only: give each modality's softmax one more learned key, visible whenever the
-            modality is present, that stands for "no evidence here". Without it a label query must spread all its
-            attention over the tokens it is given, so a note that never mentions a finding is read through whatever
-            words look most like it. Off by default (checkpoints from before it have no such key).
     """
 
     method: Literal["cross_attention", "concat", "gated", "image_only", "text_only"] = "cross_attention"
@@ -134,7 +130,6 @@ class FusionConfig:
     aux_image_weight: float = 0.3
     aux_text_weight: float = 0.3
     text_token_dropout: float = 0.0
-    null_key: bool = False
 
 
 @dataclass

@@ -2,8 +2,7 @@
 
 ``cross_attention`` (default): one learned query per label attends, in a single multi-head attention layer, over all
 image and text tokens (each with a modality embedding) plus two learned stand-in tokens that are visible only when
-their modality is missing (and, with ``fusion.null_key``, a learned "no evidence" key per modality, visible when it is
-present). Its attention weights are the explanation. Baselines: ``concat``, ``gated``,
+their modality is missing. Its attention weights are the explanation. Baselines: ``concat``, ``gated``,
 ``image_only``, ``text_only``. Every module takes key-padding masks; padding never reaches a logit.
 """
 
@@ -110,20 +109,15 @@ class CrossAttentionFusion(nn.Module):
         dim: token width D (image and text tokens are projected to D before fusion).
         heads: attention heads; ``dim`` must be divisible by it.
         dropout: dropout on the attention output and in the feed-forward block.
-        null_key: add a learned "no evidence" key to each modality's softmax, visible whenever that modality is
-            present: a label query can then look at nothing instead of at the note's most finding-like unrelated
-            words. Its attention and relevance belong to no token, so maps and word heat leave it out.
     """
 
-    def __init__(self, *, num_labels: int, dim: int, heads: int, dropout: float, null_key: bool = False) -> None:
+    def __init__(self, *, num_labels: int, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ConfigError(f"fusion.dim ({dim}) is not a multiple of fusion.heads ({heads})")
         self.queries = nn.Parameter(torch.randn(num_labels, dim) * 0.02)  # (C, D)
         self.modality = nn.Parameter(torch.randn(2, dim) * 0.02)  # (2, D): image, text
         self.missing = nn.Parameter(torch.randn(2, dim) * 0.02)  # (2, D): stand-ins for a missing modality
-        # (2, D): "no evidence" keys of the image and the note, or None
-        self.null = nn.Parameter(torch.randn(2, dim) * 0.02) if null_key else None
         self.key_norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
         self.drop = nn.Dropout(dropout)
@@ -153,23 +147,15 @@ class CrossAttentionFusion(nn.Module):
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)  # (B, C, D)
         # One softmax per modality (its tokens, or its stand-in when missing): a long note cannot take the attention
         # a one-token nodule needs, and each label reads a summary of both modalities side by side.
-        img_parts, txt_parts = [img + self.modality[0], stand_in[:, :1]], [txt + self.modality[1], stand_in[:, 1:]]
-        img_vis, txt_vis = [img_mask, (~img_present)[:, None]], [txt_mask, (~txt_present)[:, None]]
-        if self.null is not None:  # the "no evidence" key goes last, visible when its modality is present
-            null = self.null.unsqueeze(0).expand(b, -1, -1)  # (B, 2, D)
-            img_parts.append(null[:, :1])
-            txt_parts.append(null[:, 1:])
-            img_vis.append(img_present[:, None])
-            txt_vis.append(txt_present[:, None])
-        img_keys = self.key_norm(torch.cat(img_parts, dim=1))  # (B, Ni+1(+1), D)
-        txt_keys = self.key_norm(torch.cat(txt_parts, dim=1))  # (B, Lt+1(+1), D)
-        img_valid = torch.cat(img_vis, dim=1)  # (B, Ni+1(+1))
-        txt_valid = torch.cat(txt_vis, dim=1)  # (B, Lt+1(+1))
+        img_keys = self.key_norm(torch.cat([img + self.modality[0], stand_in[:, :1]], dim=1))  # (B, Ni+1, D)
+        txt_keys = self.key_norm(torch.cat([txt + self.modality[1], stand_in[:, 1:]], dim=1))  # (B, Lt+1, D)
+        img_valid = torch.cat([img_mask, (~img_present)[:, None]], dim=1)  # (B, Ni+1)
+        txt_valid = torch.cat([txt_mask, (~txt_present)[:, None]], dim=1)  # (B, Lt+1)
         out_i, wh_i = self.attn(queries, img_keys, img_keys, key_padding_mask=~img_valid, need_weights=True,
-                                average_attn_weights=False)  # (B, C, D), (B, H, C, Ni+1(+1))
+                                average_attn_weights=False)  # (B, C, D), (B, H, C, Ni+1)
         out_t, wh_t = self.attn(queries, txt_keys, txt_keys, key_padding_mask=~txt_valid, need_weights=True,
-                                average_attn_weights=False)  # (B, C, D), (B, H, C, Lt+1(+1))
-        w_i, w_t = wh_i.mean(1), wh_t.mean(1)  # (B, C, Ni+1(+1)), (B, C, Lt+1(+1))
+                                average_attn_weights=False)  # (B, C, D), (B, H, C, Lt+1)
+        w_i, w_t = wh_i.mean(1), wh_t.mean(1)  # (B, C, Ni+1), (B, C, Lt+1)
         logits = self._head(queries, out_i, out_t)  # (B, C)
         part_i = self.mix_image(out_i)  # (B, C, D): the image summary's contribution
         part_t = self.mix_text(out_t)  # (B, C, D): the note summary's contribution
@@ -180,8 +166,7 @@ class CrossAttentionFusion(nn.Module):
         share = torch.stack([c_i / total, c_t / total], dim=-1)  # (B, C, 2)
         # per-token attention within each modality, scaled by that modality's share (sums to ≤ 1 per label)
         attention = torch.cat([w_i[:, :, :ni] * share[..., :1], w_t[:, :, :lt] * share[..., 1:]], dim=-1)
-        # (B, C, 2): attention on each stand-in, 1 where that modality is missing (the null key is not counted)
-        stand_ins = torch.cat([w_i[:, :, ni : ni + 1], w_t[:, :, lt : lt + 1]], dim=-1)
+        stand_ins = torch.cat([w_i[:, :, ni:], w_t[:, :, lt:]], dim=-1)  # (B, C, 2): 1 where that modality is missing
         rel = None
         if relevance:
             g_i, g_t = self._output_gradients(queries, out_i, out_t)  # (B, C, D) each
@@ -307,8 +292,7 @@ class UnimodalFusion(nn.Module):
 def build_fusion(config: FusionConfig, *, num_labels: int) -> nn.Module:
     """The fusion module named by ``config.method``."""
     if config.method == "cross_attention":
-        return CrossAttentionFusion(num_labels=num_labels, dim=config.dim, heads=config.heads, dropout=config.dropout,
-                                    null_key=config.null_key)
+        return CrossAttentionFusion(num_labels=num_labels, dim=config.dim, heads=config.heads, dropout=config.dropout)
     if config.method == "concat":
         return ConcatFusion(num_labels=num_labels, dim=config.dim, dropout=config.dropout)
     if config.method == "gated":

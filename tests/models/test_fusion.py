@@ -97,12 +97,11 @@ def test_every_fusion_shapes_finite_and_missing_flags(backbone, dims, text_encod
             model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.parametrize("method", [*FUSION_METHODS, "cross_attention+null_key"])
+@pytest.mark.parametrize("method", FUSION_METHODS)
 def test_padding_invariance(method, text_encoder, tiny_text_dir):
     """A study's logits do not depend on what it is batched with (longer notes → more chunks and longer chunks)."""
     torch.manual_seed(0)
-    cfg = tiny_config(tiny_text_dir, method=method.split("+")[0])
-    cfg.fusion.null_key = method.endswith("+null_key")
+    cfg = tiny_config(tiny_text_dir, method=method)
     model = ClinmmModel(config=cfg, labels=LABELS, text_encoder=text_encoder).eval()
     tok = text_encoder.note_tokenizer()
     samples = make_samples(tok, 6, seed=3, missing=False, long_note_every=0)
@@ -197,12 +196,8 @@ def _manual_relevance(fusion, img, img_mask, txt, txt_mask):
     rows = []
     for m, (tokens, mask) in enumerate(((img, img_mask), (txt, txt_mask))):
         present = mask.any(1)
-        parts, vis = [tokens + fusion.modality[m], stand_in[:, m : m + 1]], [mask, (~present)[:, None]]
-        if fusion.null is not None:  # the "no evidence" key: visible when the modality is present
-            parts.append(fusion.null[m].expand(b, 1, -1))
-            vis.append(present[:, None])
-        keys = fusion.key_norm(torch.cat(parts, dim=1))
-        valid = torch.cat(vis, dim=1)
+        keys = fusion.key_norm(torch.cat([tokens + fusion.modality[m], stand_in[:, m : m + 1]], dim=1))
+        valid = torch.cat([mask, (~present)[:, None]], dim=1)
         q = fusion.queries @ wq.T + bq  # (C, D)
         rel = torch.zeros(b, q.shape[0], tokens.shape[1])
         for bi in range(b):
@@ -221,12 +216,11 @@ def _manual_relevance(fusion, img, img_mask, txt, txt_mask):
     return torch.cat(rows, dim=-1)
 
 
-@pytest.mark.parametrize("null_key", [False, True])
-def test_cross_attention_relevance_is_attention_times_gradient(null_key):
+def test_cross_attention_relevance_is_attention_times_gradient():
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0, null_key=null_key).eval()
+    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0).eval()
     b, ni, lt = 3, 6, 5
     img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
     img_mask = torch.ones(b, ni, dtype=torch.bool)
@@ -264,34 +258,3 @@ def test_relevance_sign_follows_the_logit():
         drop[0, j] = False
         change = full.logits[0, c] - fusion(img, drop, txt, mask_t).logits[0, c]
     assert torch.sign(change) == torch.sign(full.relevance[0, c, j])
-
-
-def test_null_key_takes_attention_only_when_its_modality_is_present():
-    """The "no evidence" key: part of each present modality's softmax (word attention then sums to less than the
-    modality's share), never visible for a missing modality (the stand-in takes all of it, as without the key), and
-    never reported as a token or as missing-modality attention."""
-    from clinmm.models.fusion import CrossAttentionFusion
-
-    torch.manual_seed(2)
-    fusion = CrossAttentionFusion(num_labels=2, dim=16, heads=2, dropout=0.0, null_key=True).eval()
-    with torch.no_grad():
-        fusion.null.mul_(50.0)  # a key that stands out, so the queries put visible mass on it
-    b, ni, lt = 2, 4, 3
-    img, txt = torch.randn(b, ni, 16), torch.randn(b, lt, 16)
-    mask_i, mask_t = torch.ones(b, ni, dtype=torch.bool), torch.ones(b, lt, dtype=torch.bool)
-    mask_t[1] = False  # study 1 has no note
-    with torch.no_grad():
-        out = fusion(img, mask_i, txt, mask_t, relevance=True)
-    assert out.attention.shape == (b, 2, ni + lt) and out.relevance.shape == (b, 2, ni + lt)
-    share = out.modality_share  # (B, C, 2)
-    img_mass = out.attention[:, :, :ni].sum(-1)  # (B, C)
-    assert torch.all(img_mass < share[..., 0] - 1e-3)  # some of the image softmax went to the null key
-    torch.testing.assert_close(out.missing_attention[1, :, 1], torch.ones(2))  # missing note: all on the stand-in
-    assert torch.all(out.missing_attention[0] < 1e-6) and torch.all(out.missing_attention[1, :, 0] < 1e-6)
-    assert torch.all(out.attention[1, :, ni:] == 0) and torch.all(out.relevance[1, :, ni:] == 0)
-    # without the key the same weights spread the whole image softmax over the tokens
-    plain = CrossAttentionFusion(num_labels=2, dim=16, heads=2, dropout=0.0).eval()
-    plain.load_state_dict({k: v for k, v in fusion.state_dict().items() if k != "null"})
-    with torch.no_grad():
-        p = plain(img, mask_i, txt, mask_t)
-    torch.testing.assert_close(p.attention[:, :, :ni].sum(-1), p.modality_share[..., 0])
