@@ -66,7 +66,7 @@ def compute_explanation(predictor, sample, prediction, *, method: str = "attenti
         raise ValueError(f"explain method: expected one of {list(EXPLAIN_METHODS)}, got {method!r}")
     from clinmm.explain.attribution import integrated_gradients_image, integrated_gradients_text
     from clinmm.explain.faithfulness import _pool
-    from clinmm.explain.gradcam import gradcam_maps
+    from clinmm.explain.gradcam import CAM_METHODS, gradcam_maps
 
     net = predictor.loaded.model
     names = predictor.labels
@@ -74,7 +74,7 @@ def compute_explanation(predictor, sample, prediction, *, method: str = "attenti
     inputs = predictor.collate([sample]).inputs
     img = txt = None
     if prediction.image_present and net.image_encoder is not None:
-        if method in ("gradcam", "gradcam++", "hirescam"):
+        if method in CAM_METHODS:
             img = np.zeros((len(names), *inputs.image.shape[-2:]), dtype=np.float32)
             img[idx] = gradcam_maps(net, inputs, label_indices=idx, method=method).numpy()
         else:

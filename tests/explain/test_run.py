@@ -31,10 +31,14 @@ def test_cli_explain_writes_overlays_note_and_json(tiny_checkpoint, tmp_path):
     note.write_text("History: <b>febrile</b> overnight, no dyspnoea.", encoding="utf-8")
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["explain", "--model", str(tiny_checkpoint), "--out", str(out), str(study),
-                                   "--note", str(note), "--device", "cpu"])
+                                   "--note", str(note), "--device", "cpu", "--method", "attention", "--method",
+                                   "hirescam"])
     assert res.exit_code == 0, res.output
     files = json.loads(res.stdout[res.stdout.index("{"):])["files"]
     assert "attention/nodule.png" in files and "attention/note.html" in files
+    assert "hirescam/nodule.png" in files  # a class activation map: image overlays on the same original grid
+    cam = json.loads((out / "hirescam" / "explanation.json").read_text())
+    assert cam["method"] == "hirescam" and cam["labels"][0]["image"]["shape"] == [90, 72]
     data = json.loads((out / "attention" / "explanation.json").read_text())
     assert data["method"] == "attention" and len(data["labels"]) == 5
     first = data["labels"][0]
