@@ -26,7 +26,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from clinmm.explain._forward import ImageToLogits
 from clinmm.models.classifier import ClinmmModel, ModelInputs
 
-__all__ = ["relative_normalizer", "gradcam_maps", "default_target_layer", "HiResCAM", "CAM_METHODS"]
+__all__ = ["CAM_METHODS", "HiResCAM", "default_target_layer", "gradcam_maps", "relative_normalizer"]
 
 
 class HiResCAM(GradCAM):

@@ -96,7 +96,10 @@ class _ReadOneSpotNet(nn.Module):
 def test_hirescam_equals_gradcam_for_an_average_pooling_head():
     x = torch.rand(1, 1, 24, 32, generator=torch.Generator().manual_seed(1))
     net = _GapNet()
-    ident = lambda m: m  # noqa: E731 - compare the raw maps
+
+    def ident(m: torch.Tensor) -> torch.Tensor:  # compare the raw maps
+        return m
+
     for c in (0, 1):
         g = GradCAM(nn_module=net, target_layers="body", postprocessing=ident)(x=x, class_idx=c)
         h = HiResCAM(nn_module=net, target_layers="body", postprocessing=ident)(x=x, class_idx=c)
