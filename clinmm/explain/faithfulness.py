@@ -57,7 +57,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 METHODS = ("attention", "raw_attention", "gradcam", "gradcam++", "hirescam", "integrated_gradients")
-_IMAGE_ONLY = ("gradcam", "gradcam++", "hirescam")  # class activation maps: no note part
 
 
 @dataclass
@@ -481,7 +480,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
     """
     from clinmm.data.manifest import read_manifest
     from clinmm.explain.attribution import integrated_gradients_image, integrated_gradients_text
-    from clinmm.explain.gradcam import gradcam_maps
+    from clinmm.explain.gradcam import CAM_METHODS, gradcam_maps
     from clinmm.inference import Predictor
 
     _check_fill(deletion_fill)  # before the model loads
@@ -565,7 +564,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                 continue
             img_maps = txt_scores = None
             cnn = net.image_encoder is not None and not getattr(net.image_encoder, "is_vit", False)
-            if method in _IMAGE_ONLY and img_pos and cnn:
+            if method in CAM_METHODS and img_pos and cnn:
                 img_maps = np.zeros((len(labels), *inputs.image.shape[-2:]), dtype=np.float32)
                 img_maps[img_pos] = gradcam_maps(net, inputs, label_indices=img_pos, method=method).numpy()
             if method == "integrated_gradients":
@@ -630,7 +629,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
         # ---- text: pointing game + deletion / insertion + negated vs affirmed
         if pred.text_present and sample.note_text:
             for method, exp in exps.items():
-                if method in _IMAGE_ONLY or not both:
+                if method in CAM_METHODS or not both:  # class activation maps: no note part
                     continue
                 for use in ("heat", "score"):
                     r = negated_below_affirmed(_restrict(exp, txt_all), mentions, use=use)

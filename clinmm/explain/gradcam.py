@@ -13,9 +13,9 @@ Grad-CAM averages the gradient over the feature map before weighting the channel
 averages the map too (global average pooling). clinmm's image tokens are read by a label query's *attention*, which
 weights positions unequally, so Grad-CAM smears a one-cell nodule over every cell with similar channels (pointing game
 on a 4,000-study model: 47 % for Grad-CAM, its all-zero maps counted as misses, against 90 % for HiResCAM;
-docs/explanations.md). HiResCAM
-(Draelos & Carin, 2020) keeps the gradient where it is — ``relu(sum_k dy/dA_k * A_k)`` per position — which equals
-Grad-CAM for an average-pooling head and is the first-order contribution of each position for any head.
+docs/explanations.md). HiResCAM (Draelos & Carin, 2020) keeps the gradient where it is —
+``relu(sum_k dy/dA_k * A_k)`` per position — which equals Grad-CAM for an average-pooling head and is the first-order
+contribution of each position for any head.
 """
 
 from __future__ import annotations
