@@ -8,7 +8,7 @@ the unchunked 50-step run is shown for contrast.
 
 Usage::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/explain_memory.py [--model runs/demo/ckpt] [--device cpu]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/explain_memory.py [--model runs/demo/checkpoint] [--device cpu]
         [--study path/to/IM0001.dcm] [--steps 50 500] [--internal-batch-size 16] [--json out.json]
 
 Without ``--model`` an untrained model in the demo configuration is used (memory does not depend on the weights).

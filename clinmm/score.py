@@ -20,7 +20,8 @@ scored, 3 otherwise; usage errors raise :class:`~clinmm.errors.ClinmmError` (the
 Example::
 
     from clinmm.score import ScoreOptions, score
-    summary = score("pacs_export/", "runs/demo/ckpt", "runs/demo/scores", options=ScoreOptions(workers=8, sr=True))
+    summary = score("pacs_export/", "runs/demo/checkpoint", "runs/demo/scores",
+                    options=ScoreOptions(workers=8, sr=True))
     summary.exit_code, summary.as_dict()
 """
 

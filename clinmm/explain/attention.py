@@ -13,7 +13,7 @@ softmax attention always sums to one somewhere.
 
 Example::
 
-    predictor = Predictor.from_path("runs/demo/ckpt", keep_display=True)
+    predictor = Predictor.from_path("runs/demo/checkpoint", keep_display=True)
     sample = predictor.prepare("study.dcm", note_text)
     pred = predictor.predict([sample], explain=True)[0]
     exp = explain_prediction(sample, pred)            # StudyExplanation
