@@ -54,8 +54,9 @@ class Prediction:
         text_attention: (C, T) attention on the note's kept tokens in reading order (explain=True).
         text_spans: (T, 2) character spans of those tokens in the original note.
         missing_attention: (C, 2) attention on the missing-modality stand-ins.
-        image_relevance: (C, h, w) signed attention × gradient contribution of each image token to each label's
-            logit (explain=True, cross_attention): what the attention explanation shows.
+        image_relevance: (C, h, w) signed contribution of each image token to each label's logit: its Shapley value
+            over the tokens the fusion attention can see (explain=True, cross_attention); what the attention
+            explanation shows.
         text_relevance: (C, T) the same for the note's kept tokens.
         probs_without_image: (C,) calibrated probabilities with the image removed (explain=True): with ``probs``, the
             effect of the image on each finding, through the model's own missing-image path.
@@ -161,9 +162,8 @@ class Predictor:
 
     def forward(self, batch: Batch, *, explain: bool = False, drop_image: bool = False,
                 drop_text: bool = False) -> ClinmmOutput:
-        """Run the model on a collated batch (bf16 autocast on CUDA) under ``torch.inference_mode``; with
-        ``explain``, under ``torch.no_grad`` instead, because the fusion's relevance takes one gradient."""
-        with torch.no_grad() if explain else torch.inference_mode():
+        """Run the model on a collated batch (bf16 autocast on CUDA) under ``torch.inference_mode``."""
+        with torch.inference_mode():
             return self._forward(batch, explain=explain, drop_image=drop_image, drop_text=drop_text)
 
     def _forward(self, batch: Batch, *, explain: bool, drop_image: bool, drop_text: bool) -> ClinmmOutput:

@@ -307,8 +307,8 @@ def _round_list(a: np.ndarray, nd: int = 6) -> list:
 
 
 def _write_explanation(ctx: ScoreContext, decoded, pred) -> None:
-    """Raw attention and attention × gradient relevance arrays as JSON (deterministic) plus ``clinmm.explain``'s
-    per-label summary of the relevance (no note text)."""
+    """Raw attention and token relevance arrays as JSON (deterministic) plus ``clinmm.explain``'s per-label summary
+    of the relevance (no note text)."""
     from clinmm.scoring.outputs import atomic_write_text
 
     sample = decoded.sample

@@ -317,18 +317,19 @@ def _positive_share(image: np.ndarray | None, text: np.ndarray | None) -> tuple[
 
 
 def explain_prediction(sample, prediction, labels: Sequence[str] | None = None, *,
-                       weighting: str = "gradient") -> StudyExplanation:
+                       weighting: str = "relevance") -> StudyExplanation:
     """The attention explanation (what the dashboard shows) of one predicted study.
 
     Args:
         sample: the prepared :class:`~clinmm.data.dataset.Sample` (needs ``letterbox`` and ``note_text``).
         prediction: its :class:`~clinmm.inference.Prediction` from ``Predictor.predict(..., explain=True)``.
         labels: restrict to these label names (default: all).
-        weighting: ``gradient`` (default): attention × gradient — each token's signed first-order contribution to
-            the label's logit (:meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`); the map shows the
-            positive part, as a share of the label's positive evidence over image and note tokens together, so a
-            token the label attends to but that argues against it (a negated mention) stays cold. ``raw``: the
-            attention weights alone (scaled by the modality share), kept for comparison — they say where the label
+        weighting: ``relevance`` (default): each token's signed contribution to the label's logit — its Shapley
+            value over the tokens the label query's attention can see
+            (:meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`); the map shows the positive part, as
+            a share of the label's positive evidence over image and note tokens together, so a token the label
+            attends to but that argues against it (a negated mention) stays cold. ``raw``: the attention weights
+            alone (scaled by the modality share), kept for comparison — they say where the label
             query looked, not what moved its score.
 
     Returns:
@@ -340,15 +341,15 @@ def explain_prediction(sample, prediction, labels: Sequence[str] | None = None, 
         ValueError: the prediction was made without ``explain=True`` or by a fusion without attention, or
             ``weighting`` is unknown.
     """
-    if weighting not in ("gradient", "raw"):
-        raise ValueError(f"explain_prediction: weighting must be 'gradient' or 'raw', got {weighting!r}")
+    if weighting not in ("relevance", "raw"):
+        raise ValueError(f"explain_prediction: weighting must be 'relevance' or 'raw', got {weighting!r}")
     if prediction.image_attention is None and prediction.text_attention is None:
         raise ValueError(f"{prediction.key}: the prediction carries no attention; call Predictor.predict(..., "
                          "explain=True) with a cross_attention model")
-    if weighting == "gradient":
+    if weighting == "relevance":
         if prediction.image_relevance is None and prediction.text_relevance is None:
             raise ValueError(f"{prediction.key}: the prediction carries no relevance; call Predictor.predict(..., "
-                             "explain=True) outside torch.inference_mode")
+                             "explain=True) with a cross_attention model")
         maps, tokens = _positive_share(prediction.image_relevance, prediction.text_relevance)
         method = "attention"
     else:

@@ -56,8 +56,8 @@ class ClinmmOutput:
         image_grid: the image token grid, (h, w) or (d, h, w); image tokens are row-major over it.
         num_image_tokens: Ni.
         text_attentions: encoder self-attentions when requested (explanations).
-        relevance: (B, C, Ni + Lt) signed attention × gradient contribution of each token to each label's logit
-            (cross_attention with ``explain=True``).
+        relevance: (B, C, Ni + Lt) signed contribution of each token to each label's logit: its Shapley value over
+            the tokens the fusion attention can see (cross_attention with ``explain=True``).
         logits_no_image: (B, C) fused logits with the image removed (the model's missing-image path), with
             ``explain=True``.
         logits_no_text: (B, C) the same with the note removed.
@@ -140,7 +140,7 @@ class ClinmmModel(nn.Module):
 
     @property
     def supports_relevance(self) -> bool:
-        """True when the fusion returns attention × gradient relevance (cross_attention)."""
+        """True when the fusion returns token relevance (cross_attention)."""
         return isinstance(self.fusion, CrossAttentionFusion)
 
     def text_frozen(self) -> bool:
@@ -259,9 +259,9 @@ class ClinmmModel(nn.Module):
             drop_image: optional (B,) bool, treat the image as missing for these samples (modality dropout).
             drop_text: optional (B,) bool, likewise for the note.
             output_text_attentions: also return the text encoder's self-attentions (eager attention).
-            explain: also return the fusion's attention × gradient relevance (cross_attention only; needs autograd,
-                so not under ``torch.inference_mode``) and the fused logits with each modality removed (the encoders
-                run once; only the fusion runs again).
+            explain: also return the fusion's token relevance (cross_attention only; see
+                :meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`) and the fused logits with each
+                modality removed (the encoders run once; only the fusion runs again).
         """
         image_present = inputs.image_present & ~drop_image if drop_image is not None else inputs.image_present
         text_present = inputs.text_present & ~drop_text if drop_text is not None else inputs.text_present

@@ -1,13 +1,17 @@
 """Fusion of image and text tokens into per-label logits.
 
-``cross_attention`` (default): one learned query per label attends, in a single multi-head attention layer, over all
-image and text tokens (each with a modality embedding) plus two learned stand-in tokens that are visible only when
-their modality is missing. Its attention weights are the explanation. Baselines: ``concat``, ``gated``,
-``image_only``, ``text_only``. Every module takes key-padding masks; padding never reaches a logit.
+``cross_attention`` (default): one learned query per label attends, with one multi-head attention layer and a
+separate softmax per modality, over the image tokens and over the note tokens (each with a modality embedding), plus a
+learned stand-in token per modality that is visible only when that modality is missing. Its attention, read as each
+token's share of a label's logit (:meth:`CrossAttentionFusion.token_relevance`), is the explanation. Baselines:
+``concat``, ``gated``, ``image_only``, ``text_only``. Every module takes key-padding masks; padding never reaches a
+logit.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -33,8 +37,10 @@ class FusionOutput:
         missing_attention: (B, C, 2) attention mass on the missing-image / missing-text stand-in tokens.
         modality_share: (B, C, 2) share of (image, text) in the decision: attention mass per modality for
             cross_attention, the gate values for gated; None for concat and unimodal fusions.
-        relevance: (B, C, Ni + Lt) signed first-order contribution of each token to each label's logit: attention
-            × gradient (cross_attention with ``relevance=True`` only; see :meth:`CrossAttentionFusion.forward`).
+        relevance: (B, C, Ni + Lt) signed contribution of each token to each label's logit: its Shapley value when
+            the players are the tokens the label query's attention can see (cross_attention with ``relevance=True``
+            only; see :meth:`CrossAttentionFusion.token_relevance`). A modality's values add up to the logit minus
+            the logit with that modality missing.
     """
 
     logits: torch.Tensor
@@ -136,8 +142,8 @@ class CrossAttentionFusion(nn.Module):
         Args:
             img: (B, Ni, D) image tokens; img_mask: (B, Ni) True where valid (all False: image missing).
             txt: (B, Lt, D) text tokens; txt_mask: (B, Lt) True where valid (all False: note missing).
-            relevance: also return each token's signed contribution to each label's logit (attention × gradient,
-                see :meth:`token_relevance`); needs autograd, so call it outside ``torch.inference_mode``.
+            relevance: also return each token's signed contribution to each label's logit (its Shapley value in the
+                game of which tokens the attention can see, see :meth:`token_relevance`).
         """
         b, ni, _ = img.shape
         lt = txt.shape[1]
@@ -169,10 +175,10 @@ class CrossAttentionFusion(nn.Module):
         stand_ins = torch.cat([w_i[:, :, ni:], w_t[:, :, lt:]], dim=-1)  # (B, C, 2): 1 where that modality is missing
         rel = None
         if relevance:
-            g_i, g_t = self._output_gradients(queries, out_i, out_t)  # (B, C, D) each
-            rel_i = self.token_relevance(img_keys, wh_i, g_i)[:, :, :ni] * img_present[:, None, None]  # (B, C, Ni)
-            rel_t = self.token_relevance(txt_keys, wh_t, g_t)[:, :, :lt] * txt_present[:, None, None]  # (B, C, Lt)
-            rel = torch.cat([rel_i, rel_t], dim=-1)  # (B, C, Ni+Lt)
+            with torch.no_grad():
+                rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True)  # (B, C, Ni)
+                rel_t = self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False)  # (B, C, Lt)
+            rel = torch.cat([rel_i, rel_t], dim=-1).to(logits.dtype)  # (B, C, Ni+Lt)
         return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share,
                             relevance=rel)
 
@@ -182,50 +188,88 @@ class CrossAttentionFusion(nn.Module):
 
     def _head(self, queries: torch.Tensor, out_i: torch.Tensor, out_t: torch.Tensor) -> torch.Tensor:
         """(B, C, D) queries and per-modality attention outputs → (B, C) logits. Each label's row is computed
-        on its own (no mixing across labels), which :meth:`_output_gradients` relies on."""
+        on its own (no mixing across labels)."""
         h = self.norm1(queries + self.drop(self.mix_image(out_i) + self.mix_text(out_t)))
         h = self.norm2(h + self.ffn(h))  # (B, C, D)
         return (h * self.head_weight).sum(-1) + self.head_bias  # (B, C)
 
-    def _output_gradients(self, queries: torch.Tensor, out_i: torch.Tensor, out_t: torch.Tensor,
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """d logit_c / d out_{·,c} for every label c at once: (B, C, D) for the image and the note summary.
+    def token_relevance(self, queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor,
+                        other_out: torch.Tensor, *, image: bool, permutations: int = 32,
+                        max_prefixes: int = 4096, seed: int = 0) -> torch.Tensor:
+        """Each key token's Shapley value for each label's logit, in the game where a coalition is the set of this
+        modality's tokens the label query's attention can see (the other modality held as it is).
 
-        Labels do not mix after the attention (:meth:`_head` works row by row), so one backward pass of the summed
-        logits gives every label's own gradient."""
-        with torch.enable_grad():
-            oi = out_i.detach().float().requires_grad_(True)
-            ot = out_t.detach().float().requires_grad_(True)
-            logits = self._head(queries.detach().float(), oi, ot)  # (B, C)
-            g_i, g_t = torch.autograd.grad(logits.sum(), (oi, ot))
-        return g_i.to(out_i.dtype), g_t.to(out_t.dtype)
+        Per head the attention output is a weighted mean of the value vectors, ``o_h(S) = Σ_{k∈S} e_hk V_h(k) /
+        Σ_{k∈S} e_hk`` over the visible tokens S (``e = exp(score)``), so the output for every prefix of an ordering
+        of the tokens is a cumulative sum, and the fusion head turns each prefix into a logit; the empty set is the
+        modality missing (its stand-in's output). A token's value is its mean marginal change of the logit over
+        orderings: all of them when there are at most ``permutations`` (exact), otherwise ``permutations`` random
+        ones in reversed pairs, drawn per study from ``seed`` (a study gets the same values in any batch), and fewer
+        for a long note so that orderings × tokens stays within ``max_prefixes`` (each prefix is one pass of the head;
+        at least one pair). The values add up exactly to the logit minus the logit with the modality missing.
 
-    def token_relevance(self, keys: torch.Tensor, head_weights: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """Attention × gradient: each key token's signed first-order contribution to each label's logit.
-
-        The attention output is ``out_c = W_o · concat_h(Σ_j a_hcj · V_h(k_j)) + b_o``, so token j adds
-        ``Σ_h a_hcj · W_o^h V_h(k_j)`` to it; its relevance is that vector dotted with the gradient of the logit
-        with respect to ``out_c`` (gradient × input at the attention output; the per-head sum of attention ×
-        attention-gradient of Chefer et al., 2021, without clipping the heads). The relevances of a modality add up
-        to ``grad · (out_c − b_o)``.
+        Unlike the gradient at the output (attention × gradient, Chefer et al., 2021) this needs no linearisation of
+        the head, which normalises (LayerNorm) and saturates; unlike hiding one token at a time it gives two mentions
+        that say the same thing a share each instead of nearly nothing. A negated mention the query reads gets a
+        negative value.
 
         Args:
-            keys: (B, N, D) the (normalised) keys the attention read.
-            head_weights: (B, H, C, N) attention per head.
-            grad: (B, C, D) d logit_c / d out_c.
+            queries: (B, C, D) the label queries.
+            keys: (B, N+1, D) the (normalised) keys of one modality, its stand-in last.
+            valid: (B, N+1) the keys the attention could see (only the stand-in when the modality is missing).
+            other_out: (B, C, D) the other modality's attention output (held fixed).
+            image: whether ``keys`` are the image's (the head takes the image output first).
+            permutations: orderings sampled per study (even; all orderings when there are fewer).
+            max_prefixes: bound on orderings × tokens per study and modality (the cost).
+            seed: seed of the sampled orderings.
 
         Returns:
-            (B, C, N) relevance per label and token (positive: pushes the label up).
+            (B, C, N) Shapley value per label and token (0 for padding and for a missing modality).
         """
-        b, n, d = keys.shape
-        heads = self.attn.num_heads
-        w_v = self.attn.in_proj_weight[2 * d :]  # (D, D)
-        b_v = self.attn.in_proj_bias[2 * d :] if self.attn.in_proj_bias is not None else None
-        values = F.linear(keys, w_v, b_v).view(b, n, heads, d // heads)  # (B, N, H, dh)
-        w_o = self.attn.out_proj.weight.view(d, heads, d // heads)  # (D, H, dh)
-        grad_h = torch.einsum("bcd,dhe->bche", grad, w_o)  # (B, C, H, dh): gradient pulled back per head
-        per_head = torch.einsum("bche,bnhe->bhcn", grad_h, values)  # (B, H, C, N)
-        return (head_weights * per_head).sum(1)  # (B, C, N)
+        b, n1, d = keys.shape
+        c = queries.shape[1]
+        heads, dh = self.attn.num_heads, d // self.attn.num_heads
+        w_q, w_k, w_v = self.attn.in_proj_weight.split(d)
+        b_q, b_k, b_v = (self.attn.in_proj_bias.split(d) if self.attn.in_proj_bias is not None
+                         else (None, None, None))
+        out = torch.zeros(b, c, n1 - 1, dtype=torch.float32, device=keys.device)
+        for i in range(b):  # one study at a time: its (N, C, D) prefix outputs stay small
+            idx = torch.nonzero(valid[i, :-1]).flatten()  # the modality's visible tokens (none when it is missing)
+            n = int(idx.numel())
+            if n == 0:
+                continue
+            k_i = keys[i, idx]  # (n, D)
+            qh = F.linear(queries[i], w_q, b_q).view(c, heads, dh).double()  # (C, H, dh)
+            kh = F.linear(k_i, w_k, b_k).view(n, heads, dh).double()  # (n, H, dh)
+            values = F.linear(k_i, w_v, b_v).view(n, heads, dh).double()  # (n, H, dh)
+            scores = torch.einsum("che,nhe->hcn", qh, kh) / dh**0.5  # (H, C, n)
+            e = torch.exp(scores - scores.amax(-1, keepdim=True))  # (H, C, n); double: no underflow in practice
+            missing = self.attn.out_proj(F.linear(keys[i, -1:], w_v, b_v)).expand(1, c, d)  # stand-in output
+            q1, other1 = queries[i : i + 1], other_out[i : i + 1]
+            empty = (self._head(q1, missing, other1) if image else self._head(q1, other1, missing))[0]  # (C,)
+            gen = torch.Generator().manual_seed(seed)  # per study: its orderings do not depend on the batch
+            orders = torch.stack(_orderings(n, min(permutations, max(2, max_prefixes // n)), gen)).to(keys.device)
+            k = orders.shape[0]  # (K, n): every ordering at once
+            e_o = e[..., orders].permute(2, 0, 1, 3)  # (K, H, C, n)
+            num = torch.einsum("khcn,knhe->knche", e_o, values[orders]).cumsum(1)  # (K, n, C, H, dh)
+            den = e_o.cumsum(-1).permute(0, 3, 2, 1)[..., None]  # (K, n, C, H, 1)
+            prefix_out = self.attn.out_proj((num / den).reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
+            q_k, other_k = queries[i].expand(k * n, c, d), other_out[i].expand(k * n, c, d)
+            prefix = (self._head(q_k, prefix_out, other_k) if image else self._head(q_k, other_k, prefix_out))
+            prefix = prefix.double().view(k, n, c)  # (K, n, C): the logit after each prefix
+            before = torch.cat([empty.double().expand(k, 1, c), prefix[:, :-1]], dim=1)  # (K, n, C)
+            phi = torch.zeros(n, c, dtype=torch.float64, device=keys.device)
+            phi.index_add_(0, orders.flatten(), (prefix - before).reshape(k * n, c))  # (n, C)
+            out[i, :, idx] = (phi / k).T.float()
+        return out
+
+
+def _orderings(n: int, count: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """All orderings of ``n`` items when there are at most ``count``, else ``count`` random ones in reversed pairs."""
+    if math.factorial(n) <= count:
+        return [torch.tensor(p) for p in itertools.permutations(range(n))]
+    half = [torch.randperm(n, generator=gen) for _ in range(max(1, count // 2))]
+    return half + [p.flip(0) for p in half]
 
 
 class ConcatFusion(nn.Module):

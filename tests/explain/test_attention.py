@@ -164,9 +164,9 @@ def test_modality_share_and_json_roundtrip():
     assert torch.isfinite(torch.tensor(exp.label("fever").image.heat)).all()
 
 
-def test_gradient_weighting_keeps_tokens_that_argue_against_cold():
-    """The default (attention × gradient) shows positive evidence only: a negated mention the label attends to but
-    that lowers its logit gets no heat; ``weighting="raw"`` shows the attention itself."""
+def test_relevance_weighting_keeps_tokens_that_argue_against_cold():
+    """The default (token relevance) shows positive evidence only: a negated mention the label attends to but that
+    lowers its logit gets no heat; ``weighting="raw"`` shows the attention itself."""
     text = "No fever. Fever today."
     spans = np.array([[0, 2], [3, 8], [8, 9], [10, 15], [16, 21], [21, 22]])
     attention = np.array([0.3, 0.3, 0.0, 0.2, 0.2, 0.0])  # looks at both mentions
@@ -184,7 +184,7 @@ def test_gradient_weighting_keeps_tokens_that_argue_against_cold():
         explain_prediction(_Sample(note_text=text), pred, weighting="rollout")
 
 
-def test_gradient_weighting_shares_positive_evidence_across_modalities():
+def test_relevance_weighting_shares_positive_evidence_across_modalities():
     """Image and note shares of positive relevance add up to one per label, so a label driven by the note stays cool
     on the image."""
     box = Letterbox.fit((8, 8), 8)

@@ -173,88 +173,87 @@ def test_explain_returns_the_model_without_each_modality(text_encoder, tiny_text
     assert out.relevance is not None and plain.relevance is None and plain.logits_no_image is None
 
 
-def _manual_relevance(fusion, img, img_mask, txt, txt_mask):
-    """Attention × gradient written out from the multi-head attention formula (independent of the module's einsums):
-    the contribution vector of every key token to the attention output, dotted with d logit / d output taken by
-    autograd through the whole fusion forward."""
-    captured = []
-    handle = fusion.attn.register_forward_hook(lambda mod, args, out: captured.append(out[0]))
-    with torch.enable_grad():
-        logits = fusion(img, img_mask, txt, txt_mask).logits
-        for o in captured:
-            o.retain_grad()
-        logits.sum().backward()
-    handle.remove()
-    d = fusion.attn.embed_dim
-    heads = fusion.attn.num_heads
-    dh = d // heads
-    wq, wk, wv = fusion.attn.in_proj_weight.split(d)
-    bq, bk, bv = fusion.attn.in_proj_bias.split(d)
-    wo = fusion.attn.out_proj.weight
-    b = img.shape[0]
-    stand_in = fusion.missing.unsqueeze(0).expand(b, -1, -1)
-    rows = []
-    for m, (tokens, mask) in enumerate(((img, img_mask), (txt, txt_mask))):
-        present = mask.any(1)
-        keys = fusion.key_norm(torch.cat([tokens + fusion.modality[m], stand_in[:, m : m + 1]], dim=1))
-        valid = torch.cat([mask, (~present)[:, None]], dim=1)
-        q = fusion.queries @ wq.T + bq  # (C, D)
-        rel = torch.zeros(b, q.shape[0], tokens.shape[1])
+def _brute_force_shapley(fusion, img, img_mask, txt, txt_mask):
+    """Exact Shapley values by enumerating subsets, independent of the module's formula: the value of a coalition S
+    of one modality's tokens is the fused logit when the attention sees only S (key mask; the empty set is the
+    modality missing), the other modality as given."""
+    from itertools import combinations
+    from math import factorial
+
+    b, ni, lt = img.shape[0], img.shape[1], txt.shape[1]
+    rel = torch.zeros(b, fusion.queries.shape[0], ni + lt)
+    with torch.no_grad():
         for bi in range(b):
-            k = keys[bi] @ wk.T + bk
-            v = keys[bi] @ wv.T + bv
-            g = captured[m].grad[bi]  # (C, D)
-            for h in range(heads):
-                sl = slice(h * dh, (h + 1) * dh)
-                scores = (q[:, sl] @ k[:, sl].T) / dh**0.5
-                scores = scores.masked_fill(~valid[bi][None], float("-inf"))
-                a = scores.softmax(-1)  # (C, N+1)
-                contrib = a[:, :, None] * (v[:, sl] @ wo[:, sl].T)[None]  # (C, N+1, D)
-                rel[bi] += (contrib * g[:, None]).sum(-1)[:, : tokens.shape[1]].detach()
-            rel[bi] *= float(present[bi])
-        rows.append(rel)
-    return torch.cat(rows, dim=-1)
+            for m, (mask, offset) in enumerate(((img_mask, 0), (txt_mask, ni))):
+                players = torch.nonzero(mask[bi]).flatten().tolist()
+                n = len(players)
+
+                def value(subset, m=m, mask=mask):
+                    sub = torch.zeros_like(mask[bi : bi + 1])
+                    sub[0, list(subset)] = True
+                    args = ([img[bi : bi + 1], sub, txt[bi : bi + 1], txt_mask[bi : bi + 1]] if m == 0 else
+                            [img[bi : bi + 1], img_mask[bi : bi + 1], txt[bi : bi + 1], sub])
+                    return fusion(*args).logits[0]
+
+                for j in players:
+                    others = [p for p in players if p != j]
+                    for size in range(n):
+                        weight = factorial(size) * factorial(n - size - 1) / factorial(n)
+                        for subset in combinations(others, size):
+                            rel[bi, :, offset + j] += weight * (value(subset + (j,)) - value(subset))
+    return rel
 
 
-def test_cross_attention_relevance_is_attention_times_gradient():
+def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tokens():
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(0)
     fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0).eval()
-    b, ni, lt = 3, 6, 5
+    with torch.no_grad():
+        fusion.head_weight.mul_(50.0)  # a confident, saturating head, as a trained model's
+        fusion.queries.mul_(30.0)  # sharp attention
+    b, ni, lt = 4, 4, 5
     img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
     img_mask = torch.ones(b, ni, dtype=torch.bool)
     txt_mask = torch.ones(b, lt, dtype=torch.bool)
-    txt_mask[1, 3:] = False  # padding
+    txt_mask[:, 4] = False  # at most 4! = 24 orderings: the module enumerates them all, so the values are exact
+    txt_mask[1, 2:] = False  # padding
     img_mask[2] = False  # image missing
+    txt_mask[3, 1:] = False  # a one-token note
     with torch.no_grad():
         out = fusion(img, img_mask, txt, txt_mask, relevance=True)
     assert out.relevance.shape == (b, 3, ni + lt)
-    expected = _manual_relevance(fusion, img, img_mask, txt, txt_mask)
-    torch.testing.assert_close(out.relevance, expected, atol=1e-5, rtol=1e-4)
-    assert torch.all(out.relevance[1, :, ni + 3 :] == 0)  # padding carries nothing
+    expected = _brute_force_shapley(fusion, img, img_mask, txt, txt_mask)
+    torch.testing.assert_close(out.relevance, expected, atol=2e-4, rtol=1e-4)
+    assert torch.all(out.relevance[1, :, ni + 2 :] == 0)  # padding carries nothing
     assert torch.all(out.relevance[2, :, :ni] == 0)  # a missing image carries nothing
-    assert out.relevance[0].abs().sum() > 0
+    assert out.relevance[3, :, ni].abs().sum() > 0  # the lone note token does
     # the same logits with and without relevance
     torch.testing.assert_close(out.logits, fusion(img, img_mask, txt, txt_mask).logits)
 
 
-def test_relevance_sign_follows_the_logit():
-    """A first-order check that needs no formula: scaling one image token's key input changes the logit the way its
-    relevance says, when the token is made to dominate its modality's attention."""
+def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing():
+    """With more tokens than orderings the values are sampled, but every ordering telescopes, so each modality's values
+    still add up to the logit minus the logit without that modality; and they are reproducible."""
     from clinmm.models.fusion import CrossAttentionFusion
 
-    torch.manual_seed(1)
-    fusion = CrossAttentionFusion(num_labels=2, dim=16, heads=2, dropout=0.0).eval()
-    img, txt = torch.randn(1, 4, 16), torch.randn(1, 3, 16)
-    mask_i, mask_t = torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool)
+    torch.manual_seed(4)
+    fusion = CrossAttentionFusion(num_labels=2, dim=32, heads=4, dropout=0.0).eval()
     with torch.no_grad():
-        full = fusion(img, mask_i, txt, mask_t, relevance=True)
-        # removing a token (masking its key) moves the logit; the token with the largest |relevance| among the
-        # image tokens moves it in the direction of its sign
-        c = 0
-        j = int(full.relevance[0, c, :4].abs().argmax())
-        drop = mask_i.clone()
-        drop[0, j] = False
-        change = full.logits[0, c] - fusion(img, drop, txt, mask_t).logits[0, c]
-    assert torch.sign(change) == torch.sign(full.relevance[0, c, j])
+        fusion.head_weight.mul_(50.0)
+    b, ni, lt = 2, 16, 40
+    img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
+    img_mask, txt_mask = torch.ones(b, ni, dtype=torch.bool), torch.ones(b, lt, dtype=torch.bool)
+    txt_mask[1, 25:] = False
+    with torch.no_grad():
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True)
+        again = fusion(img, img_mask, txt, txt_mask, relevance=True)
+        no_img = fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits
+        no_txt = fusion(img, img_mask, txt, torch.zeros_like(txt_mask)).logits
+    torch.testing.assert_close(out.relevance[..., :ni].sum(-1), out.logits - no_img, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(out.relevance[..., ni:].sum(-1), out.logits - no_txt, atol=1e-3, rtol=1e-4)
+    assert torch.equal(out.relevance, again.relevance)
+    assert torch.all(out.relevance[1, :, ni + 25 :] == 0)
+    with torch.no_grad():  # a study's values do not depend on the batch it is scored in
+        alone = fusion(img[1:], img_mask[1:], txt[1:, :25], txt_mask[1:, :25], relevance=True)
+    torch.testing.assert_close(alone.relevance[0], out.relevance[1, :, : ni + 25], atol=1e-5, rtol=1e-5)
