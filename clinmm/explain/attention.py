@@ -329,8 +329,8 @@ def explain_prediction(sample, prediction, labels: Sequence[str] | None = None, 
             (:meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`); the map shows the positive part, as
             a share of the label's positive evidence over image and note tokens together, so a token the label
             attends to but that argues against it (a negated mention) stays cold. ``raw``: the attention weights
-            alone (scaled by the modality share), kept for comparison — they say where the label
-            query looked, not what moved its score.
+            alone (scaled by the modality share), kept for comparison — they say where the label query looked, not
+            what moved its score.
 
     Returns:
         :class:`StudyExplanation` with ``method="attention"`` (``"raw_attention"`` for ``weighting="raw"``). Image
