@@ -232,6 +232,12 @@ class CrossAttentionFusion(nn.Module):
         w_q, w_k, w_v = self.attn.in_proj_weight.split(d)
         b_q, b_k, b_v = (self.attn.in_proj_bias.split(d) if self.attn.in_proj_bias is not None
                          else (None, None, None))
+        q_all = F.linear(queries, w_q, b_q).view(b, c, heads, dh).double()  # (B, C, H, dh): projected once
+
+        def head(q: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+            """This modality's attention output ``own`` beside ``other`` → logits (the head takes the image first)."""
+            return self._head(q, own, other) if image else self._head(q, other, own)
+
         out = torch.zeros(b, c, n1 - 1, dtype=torch.float32, device=keys.device)
         for i in range(b):  # one study at a time: its (N, C, D) prefix outputs stay small
             idx = torch.nonzero(valid[i, :-1]).flatten()  # the modality's visible tokens (none when it is missing)
@@ -239,23 +245,20 @@ class CrossAttentionFusion(nn.Module):
             if n == 0:
                 continue
             k_i = keys[i, idx]  # (n, D)
-            qh = F.linear(queries[i], w_q, b_q).view(c, heads, dh).double()  # (C, H, dh)
             kh = F.linear(k_i, w_k, b_k).view(n, heads, dh).double()  # (n, H, dh)
             values = F.linear(k_i, w_v, b_v).view(n, heads, dh).double()  # (n, H, dh)
-            scores = torch.einsum("che,nhe->hcn", qh, kh) / dh**0.5  # (H, C, n)
+            scores = torch.einsum("che,nhe->hcn", q_all[i], kh) / dh**0.5  # (H, C, n)
             e = torch.exp(scores - scores.amax(-1, keepdim=True))  # (H, C, n); double: no underflow in practice
             missing = self.attn.out_proj(F.linear(keys[i, -1:], w_v, b_v)).expand(1, c, d)  # stand-in output
-            q1, other1 = queries[i : i + 1], other_out[i : i + 1]
-            empty = (self._head(q1, missing, other1) if image else self._head(q1, other1, missing))[0]  # (C,)
+            empty = head(queries[i : i + 1], missing, other_out[i : i + 1])[0]  # (C,)
             gen = torch.Generator().manual_seed(seed)  # per study: its orderings do not depend on the batch
-            orders = torch.stack(_orderings(n, min(permutations, max(2, max_prefixes // n)), gen)).to(keys.device)
+            orders = _orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(keys.device)
             k = orders.shape[0]  # (K, n): every ordering at once
             e_o = e[..., orders].permute(2, 0, 1, 3)  # (K, H, C, n)
             num = torch.einsum("khcn,knhe->knche", e_o, values[orders]).cumsum(1)  # (K, n, C, H, dh)
             den = e_o.cumsum(-1).permute(0, 3, 2, 1)[..., None]  # (K, n, C, H, 1)
             prefix_out = self.attn.out_proj((num / den).reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
-            q_k, other_k = queries[i].expand(k * n, c, d), other_out[i].expand(k * n, c, d)
-            prefix = (self._head(q_k, prefix_out, other_k) if image else self._head(q_k, other_k, prefix_out))
+            prefix = head(queries[i].expand(k * n, c, d), prefix_out, other_out[i].expand(k * n, c, d))
             prefix = prefix.double().view(k, n, c)  # (K, n, C): the logit after each prefix
             before = torch.cat([empty.double().expand(k, 1, c), prefix[:, :-1]], dim=1)  # (K, n, C)
             phi = torch.zeros(n, c, dtype=torch.float64, device=keys.device)
@@ -264,12 +267,13 @@ class CrossAttentionFusion(nn.Module):
         return out
 
 
-def _orderings(n: int, count: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """All orderings of ``n`` items when there are at most ``count``, else ``count`` random ones in reversed pairs."""
+def _orderings(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """(K, n): all orderings of ``n`` items when there are at most ``count``, else ``count`` random ones in reversed
+    pairs."""
     if math.factorial(n) <= count:
-        return [torch.tensor(p) for p in itertools.permutations(range(n))]
-    half = [torch.randperm(n, generator=gen) for _ in range(max(1, count // 2))]
-    return half + [p.flip(0) for p in half]
+        return torch.tensor(list(itertools.permutations(range(n))))
+    half = torch.stack([torch.randperm(n, generator=gen) for _ in range(max(1, count // 2))])  # (K/2, n)
+    return torch.cat([half, half.flip(1)])
 
 
 class ConcatFusion(nn.Module):
