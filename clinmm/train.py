@@ -469,7 +469,8 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
             logger.info("early stop: no validation improvement for %d epochs", stale)
             break
         if tc.max_train_seconds and time.perf_counter() - t_train > tc.max_train_seconds:
-            logger.info("stopping: train.max_train_seconds=%.0f reached after epoch %d", tc.max_train_seconds, epoch)
+            logger.warning("stopping: train.max_train_seconds=%.0f reached after epoch %d of %d; the model stops "
+                           "before its schedule ends", tc.max_train_seconds, epoch, tc.epochs)
             break
     if best_state is None:  # resumed a finished run with no epochs left
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -3,7 +3,7 @@
 ``cross_attention`` (default): one learned query per label attends, with one multi-head attention layer and a
 separate softmax per modality, over the image tokens and over the note tokens (each with a modality embedding), plus a
 learned stand-in token per modality that is visible only when that modality is missing. Its attention, read as each
-token's share of a label's logit (:meth:`CrossAttentionFusion.token_relevance`), is the explanation. Baselines:
+token's Shapley share of a label's logit (:meth:`CrossAttentionFusion.token_relevance`), is the explanation. Baselines:
 ``concat``, ``gated``, ``image_only``, ``text_only``. Every module takes key-padding masks; padding never reaches a
 logit.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ __all__ = ["FusionOutput", "build_fusion", "CrossAttentionFusion", "ConcatFusion
            "UnimodalFusion", "masked_mean", "masked_max", "MeanMaxPool", "FUSION_METHODS"]
 
 FUSION_METHODS = ("cross_attention", "concat", "gated", "image_only", "text_only")
+RelevanceGame = Literal["replace", "visible"]
 
 
 @dataclass
@@ -38,9 +40,9 @@ class FusionOutput:
         modality_share: (B, C, 2) share of (image, text) in the decision: attention mass per modality for
             cross_attention, the gate values for gated; None for concat and unimodal fusions.
         relevance: (B, C, Ni + Lt) signed contribution of each token to each label's logit: its Shapley value when
-            the players are the tokens the label query's attention can see (cross_attention with ``relevance=True``
-            only; see :meth:`CrossAttentionFusion.token_relevance`). A modality's values add up to the logit minus
-            the logit with that modality missing.
+            the players are the modality's tokens the attention can see (cross_attention with
+            ``relevance=True`` only; see :meth:`CrossAttentionFusion.token_relevance`). A modality's values add up to
+            the logit minus the logit with that modality missing.
     """
 
     logits: torch.Tensor
@@ -136,14 +138,15 @@ class CrossAttentionFusion(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(num_labels))
 
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
-                *, relevance: bool = False) -> FusionOutput:
+                *, relevance: bool = False, relevance_game: RelevanceGame = "visible") -> FusionOutput:
         """Fuse.
 
         Args:
             img: (B, Ni, D) image tokens; img_mask: (B, Ni) True where valid (all False: image missing).
             txt: (B, Lt, D) text tokens; txt_mask: (B, Lt) True where valid (all False: note missing).
-            relevance: also return each token's signed contribution to each label's logit (its Shapley value in the
-                game of which tokens the attention can see, see :meth:`token_relevance`).
+            relevance: also return each token's signed contribution to each label's logit (its Shapley value, see
+                :meth:`token_relevance`).
+            relevance_game: which game the Shapley values are of (see :meth:`token_relevance`).
         """
         b, ni, _ = img.shape
         lt = txt.shape[1]
@@ -176,8 +179,10 @@ class CrossAttentionFusion(nn.Module):
         rel = None
         if relevance:
             with torch.no_grad():
-                rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True)  # (B, C, Ni)
-                rel_t = self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False)  # (B, C, Lt)
+                rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True,
+                                             game=relevance_game)  # (B, C, Ni)
+                rel_t = self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False,
+                                             game=relevance_game)  # (B, C, Lt)
             rel = torch.cat([rel_i, rel_t], dim=-1).to(logits.dtype)  # (B, C, Ni+Lt)
         return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share,
                             relevance=rel)
@@ -195,14 +200,25 @@ class CrossAttentionFusion(nn.Module):
 
     def token_relevance(self, queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor,
                         other_out: torch.Tensor, *, image: bool, permutations: int = 32,
-                        max_prefixes: int = 4096, seed: int = 0) -> torch.Tensor:
-        """Each key token's Shapley value for each label's logit, in the game where a coalition is the set of this
-        modality's tokens the label query's attention can see (the other modality held as it is).
+                        max_prefixes: int = 4096, seed: int = 0, game: RelevanceGame = "visible") -> torch.Tensor:
+        """Each key token's Shapley value for each label's logit: the players are this modality's tokens, the other
+        modality is held as it is, and a coalition's value is the fused logit when only its tokens pass their content.
 
-        Per head the attention output is a weighted mean of the value vectors, ``o_h(S) = Σ_{k∈S} e_hk V_h(k) /
-        Σ_{k∈S} e_hk`` over the visible tokens S (``e = exp(score)``), so the output for every prefix of an ordering
-        of the tokens is a cumulative sum, and the fusion head turns each prefix into a logit; the empty set is the
-        modality missing (its stand-in's output). A token's value is its mean marginal change of the logit over
+        Per head the attention output is a weighted mean of the value vectors, and the two games differ in what an
+        absent token does:
+
+        - ``"visible"`` (default): an absent token is hidden from the attention, whose weights renormalise over the
+          rest, ``o_h(S) = Σ_{k∈S} e_hk V_h(k) / Σ_{k∈S} e_hk`` (``e = exp(score)``). Tokens that carry the same
+          information share the credit.
+        - ``"replace"``: the attention weights stay those of the whole input and an absent token passes the
+          stand-in's value instead of its own, ``o_h(S) = V_h(stand-in) + Σ_{k∈S} w_hk (V_h(k) − V_h(stand-in))``. A
+          token is credited with what it carried at the weight the query gave it.
+          Measured against ``"visible"`` on three models (docs/explanations.md, ninth session): better on one
+          demo-set model, worse on both 4,000-study models; kept for comparison.
+
+        In both the output for every prefix of an ordering of the tokens is a cumulative sum, and the fusion head turns
+        each prefix into a logit; the empty set is the modality missing (its stand-in's output). A token's value is
+        its mean marginal change of the logit over
         orderings: all of them when there are at most ``permutations`` (exact), otherwise ``permutations`` random
         ones in reversed pairs, drawn per study from ``seed`` (a study gets the same values in any batch), and fewer
         for a long note so that orderings × tokens stays within ``max_prefixes`` (each prefix is one pass of the head;
@@ -222,10 +238,13 @@ class CrossAttentionFusion(nn.Module):
             permutations: orderings sampled per study (even; all orderings when there are fewer).
             max_prefixes: bound on orderings × tokens per study and modality (the cost).
             seed: seed of the sampled orderings.
+            game: ``"replace"`` or ``"visible"``, as above.
 
         Returns:
             (B, C, N) Shapley value per label and token (0 for padding and for a missing modality).
         """
+        if game not in ("replace", "visible"):
+            raise ValueError(f"token_relevance: game must be 'replace' or 'visible', got {game!r}")
         b, n1, d = keys.shape
         c = queries.shape[1]
         heads, dh = self.attn.num_heads, d // self.attn.num_heads
@@ -249,15 +268,23 @@ class CrossAttentionFusion(nn.Module):
             values = F.linear(k_i, w_v, b_v).view(n, heads, dh).double()  # (n, H, dh)
             scores = torch.einsum("che,nhe->hcn", q_all[i], kh) / dh**0.5  # (H, C, n)
             e = torch.exp(scores - scores.amax(-1, keepdim=True))  # (H, C, n); double: no underflow in practice
-            missing = self.attn.out_proj(F.linear(keys[i, -1:], w_v, b_v)).expand(1, c, d)  # stand-in output
+            v_stand = F.linear(keys[i, -1:], w_v, b_v)  # (1, D): the stand-in's value
+            missing = self.attn.out_proj(v_stand).expand(1, c, d)  # stand-in output
             empty = head(queries[i : i + 1], missing, other_out[i : i + 1])[0]  # (C,)
             gen = torch.Generator().manual_seed(seed)  # per study: its orderings do not depend on the batch
             orders = _orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(keys.device)
             k = orders.shape[0]  # (K, n): every ordering at once
-            e_o = e[..., orders].permute(2, 0, 1, 3)  # (K, H, C, n)
-            num = torch.einsum("khcn,knhe->knche", e_o, values[orders]).cumsum(1)  # (K, n, C, H, dh)
-            den = e_o.cumsum(-1).permute(0, 3, 2, 1)[..., None]  # (K, n, C, H, 1)
-            prefix_out = self.attn.out_proj((num / den).reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
+            if game == "visible":
+                e_o = e[..., orders].permute(2, 0, 1, 3)  # (K, H, C, n)
+                num = torch.einsum("khcn,knhe->knche", e_o, values[orders]).cumsum(1)  # (K, n, C, H, dh)
+                den = e_o.cumsum(-1).permute(0, 3, 2, 1)[..., None]  # (K, n, C, H, 1)
+                prefix_mix = num / den  # (K, n, C, H, dh)
+            else:  # "replace": the whole input's weights; a token outside the prefix passes the stand-in's value
+                w_o = (e / e.sum(-1, keepdim=True))[..., orders].permute(2, 0, 1, 3)  # (K, H, C, n)
+                vs = v_stand.view(heads, dh).double()  # (H, dh)
+                moved = torch.einsum("khcn,knhe->knche", w_o, (values - vs)[orders])  # (K, n, C, H, dh)
+                prefix_mix = vs + moved.cumsum(1)  # (K, n, C, H, dh)
+            prefix_out = self.attn.out_proj(prefix_mix.reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
             prefix = head(queries[i].expand(k * n, c, d), prefix_out, other_out[i].expand(k * n, c, d))
             prefix = prefix.double().view(k, n, c)  # (K, n, C): the logit after each prefix
             before = torch.cat([empty.double().expand(k, 1, c), prefix[:, :-1]], dim=1)  # (K, n, C)

@@ -221,7 +221,7 @@ def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tok
     img_mask[2] = False  # image missing
     txt_mask[3, 1:] = False  # a one-token note
     with torch.no_grad():
-        out = fusion(img, img_mask, txt, txt_mask, relevance=True)
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game="visible")
     assert out.relevance.shape == (b, 3, ni + lt)
     expected = _brute_force_shapley(fusion, img, img_mask, txt, txt_mask)
     torch.testing.assert_close(out.relevance, expected, atol=2e-4, rtol=1e-4)
@@ -232,7 +232,8 @@ def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tok
     torch.testing.assert_close(out.logits, fusion(img, img_mask, txt, txt_mask).logits)
 
 
-def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing():
+@pytest.mark.parametrize("game", ["replace", "visible"])
+def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game):
     """With more tokens than orderings the values are sampled, but every ordering telescopes, so each modality's values
     still add up to the logit minus the logit without that modality; and they are reproducible."""
     from clinmm.models.fusion import CrossAttentionFusion
@@ -246,8 +247,8 @@ def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing():
     img_mask, txt_mask = torch.ones(b, ni, dtype=torch.bool), torch.ones(b, lt, dtype=torch.bool)
     txt_mask[1, 25:] = False
     with torch.no_grad():
-        out = fusion(img, img_mask, txt, txt_mask, relevance=True)
-        again = fusion(img, img_mask, txt, txt_mask, relevance=True)
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game=game)
+        again = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game=game)
         no_img = fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits
         no_txt = fusion(img, img_mask, txt, torch.zeros_like(txt_mask)).logits
     torch.testing.assert_close(out.relevance[..., :ni].sum(-1), out.logits - no_img, atol=1e-3, rtol=1e-4)
@@ -255,5 +256,81 @@ def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing():
     assert torch.equal(out.relevance, again.relevance)
     assert torch.all(out.relevance[1, :, ni + 25 :] == 0)
     with torch.no_grad():  # a study's values do not depend on the batch it is scored in
-        alone = fusion(img[1:], img_mask[1:], txt[1:, :25], txt_mask[1:, :25], relevance=True)
+        alone = fusion(img[1:], img_mask[1:], txt[1:, :25], txt_mask[1:, :25], relevance=True, relevance_game=game)
     torch.testing.assert_close(alone.relevance[0], out.relevance[1, :, : ni + 25], atol=1e-5, rtol=1e-5)
+
+
+def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
+    """Exact Shapley values of the "replace" game by enumerating subsets, from ``nn.MultiheadAttention`` itself: the
+    attention weights are the full input's (keys unchanged), and a token outside the coalition passes the stand-in's
+    value instead of its own (the value input replaced); the other modality's output as given."""
+    from itertools import combinations
+    from math import factorial
+
+    b, ni, lt = img.shape[0], img.shape[1], txt.shape[1]
+    c = fusion.queries.shape[0]
+    rel = torch.zeros(b, c, ni + lt)
+    with torch.no_grad():
+        for bi in range(b):
+            q = fusion.queries.unsqueeze(0)  # (1, C, D)
+            parts = []
+            for m, (tok, mask) in enumerate(((img, img_mask), (txt, txt_mask))):
+                stand = fusion.missing[m : m + 1].unsqueeze(0)  # (1, 1, D)
+                keys = fusion.key_norm(torch.cat([tok[bi : bi + 1] + fusion.modality[m], stand], dim=1))
+                present = bool(mask[bi].any())
+                valid = torch.cat([mask[bi : bi + 1], torch.tensor([[not present]])], dim=1)
+                parts.append((keys, valid))
+
+            def output(m, subset):
+                keys, valid = parts[m]
+                vals = keys.clone()
+                n = keys.shape[1] - 1
+                out_of_set = [k for k in range(n) if k not in subset]
+                vals[0, out_of_set] = keys[0, n]  # the stand-in's value in place of an absent token's
+                return fusion.attn(q, keys, vals, key_padding_mask=~valid, need_weights=False)[0]
+
+            full = [output(0, range(ni)), output(1, range(lt))]
+            for m, (mask, offset) in enumerate(((img_mask, 0), (txt_mask, ni))):
+                players = torch.nonzero(mask[bi]).flatten().tolist()
+                n = len(players)
+
+                def value(subset, m=m):
+                    own = output(m, subset)
+                    return (fusion._head(q, own, full[1]) if m == 0 else fusion._head(q, full[0], own))[0]
+
+                for j in players:
+                    others = [p for p in players if p != j]
+                    for size in range(n):
+                        weight = factorial(size) * factorial(n - size - 1) / factorial(n)
+                        for subset in combinations(others, size):
+                            rel[bi, :, offset + j] += weight * (value(subset + (j,)) - value(subset))
+    return rel
+
+
+def test_replace_game_relevance_is_its_exact_shapley_value():
+    """The "replace" game: the attention weights stay the full input's and an absent token shows the stand-in's value;
+    checked against enumeration through ``nn.MultiheadAttention`` with the value input replaced."""
+    from clinmm.models.fusion import CrossAttentionFusion
+
+    torch.manual_seed(1)
+    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0).eval()
+    with torch.no_grad():
+        fusion.head_weight.mul_(50.0)
+        fusion.queries.mul_(30.0)
+    b, ni, lt = 4, 4, 4
+    img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
+    img_mask, txt_mask = torch.ones(b, ni, dtype=torch.bool), torch.ones(b, lt, dtype=torch.bool)
+    txt_mask[1, 2:] = False
+    img_mask[2] = False
+    txt_mask[3, 1:] = False
+    with torch.no_grad():
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game="replace")
+        no_img = fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits
+        visible = fusion(img, img_mask, txt, txt_mask, relevance=True).relevance  # the default game
+    expected = _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask)
+    torch.testing.assert_close(out.relevance, expected, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(out.relevance[..., :ni].sum(-1), out.logits - no_img, atol=1e-4, rtol=1e-4)
+    assert torch.all(out.relevance[1, :, ni + 2 :] == 0) and torch.all(out.relevance[2, :, :ni] == 0)
+    assert not torch.allclose(out.relevance, visible, atol=1e-2)  # a different game: not the same values
+    with pytest.raises(ValueError, match="game"):
+        fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game="hidden")
