@@ -173,20 +173,31 @@ def test_explain_returns_the_model_without_each_modality(text_encoder, tiny_text
     assert out.relevance is not None and plain.relevance is None and plain.logits_no_image is None
 
 
+def _enumerated_shapley(j, players, value):
+    """Player ``j``'s exact Shapley value over ``players`` for the coalition value function ``value(tuple)``."""
+    from itertools import combinations
+    from math import factorial
+
+    n = len(players)
+    others = [p for p in players if p != j]
+    total = 0.0
+    for size in range(n):
+        weight = factorial(size) * factorial(n - size - 1) / factorial(n)
+        for subset in combinations(others, size):
+            total = total + weight * (value(subset + (j,)) - value(subset))
+    return total
+
+
 def _brute_force_shapley(fusion, img, img_mask, txt, txt_mask):
     """Exact Shapley values by enumerating subsets, independent of the module's formula: the value of a coalition S
     of one modality's tokens is the fused logit when the attention sees only S (key mask; the empty set is the
     modality missing), the other modality as given."""
-    from itertools import combinations
-    from math import factorial
-
     b, ni, lt = img.shape[0], img.shape[1], txt.shape[1]
     rel = torch.zeros(b, fusion.queries.shape[0], ni + lt)
     with torch.no_grad():
         for bi in range(b):
             for m, (mask, offset) in enumerate(((img_mask, 0), (txt_mask, ni))):
                 players = torch.nonzero(mask[bi]).flatten().tolist()
-                n = len(players)
 
                 def value(subset, m=m, mask=mask):
                     sub = torch.zeros_like(mask[bi : bi + 1])
@@ -196,11 +207,7 @@ def _brute_force_shapley(fusion, img, img_mask, txt, txt_mask):
                     return fusion(*args).logits[0]
 
                 for j in players:
-                    others = [p for p in players if p != j]
-                    for size in range(n):
-                        weight = factorial(size) * factorial(n - size - 1) / factorial(n)
-                        for subset in combinations(others, size):
-                            rel[bi, :, offset + j] += weight * (value(subset + (j,)) - value(subset))
+                    rel[bi, :, offset + j] = _enumerated_shapley(j, players, value)
     return rel
 
 
@@ -264,9 +271,6 @@ def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
     """Exact Shapley values of the "replace" game by enumerating subsets, from ``nn.MultiheadAttention`` itself: the
     attention weights are the full input's (keys unchanged), and a token outside the coalition passes the stand-in's
     value instead of its own (the value input replaced); the other modality's output as given."""
-    from itertools import combinations
-    from math import factorial
-
     b, ni, lt = img.shape[0], img.shape[1], txt.shape[1]
     c = fusion.queries.shape[0]
     rel = torch.zeros(b, c, ni + lt)
@@ -292,18 +296,13 @@ def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
             full = [output(0, range(ni)), output(1, range(lt))]
             for m, (mask, offset) in enumerate(((img_mask, 0), (txt_mask, ni))):
                 players = torch.nonzero(mask[bi]).flatten().tolist()
-                n = len(players)
 
                 def value(subset, m=m):
                     own = output(m, subset)
                     return (fusion._head(q, own, full[1]) if m == 0 else fusion._head(q, full[0], own))[0]
 
                 for j in players:
-                    others = [p for p in players if p != j]
-                    for size in range(n):
-                        weight = factorial(size) * factorial(n - size - 1) / factorial(n)
-                        for subset in combinations(others, size):
-                            rel[bi, :, offset + j] += weight * (value(subset + (j,)) - value(subset))
+                    rel[bi, :, offset + j] = _enumerated_shapley(j, players, value)
     return rel
 
 
