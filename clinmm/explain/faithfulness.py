@@ -680,10 +680,13 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
             continue
         if share_row is not None:
             share_rows.append(share_row)
-    return _summarise(acc, share_rows, labels=labels, methods=methods, split=split, n_studies=len(records),
-                      n_random=n_random, image_labels=list(image_labels), text_labels=list(text_labels),
-                      lesion_area=lesion_area, has_gt=has_gt, skipped=skipped, deletion_fill=deletion_fill,
-                      n_donors=n_donors if deletion_fill == "healthy" else 0)
+    summary = _summarise(acc, share_rows, labels=labels, methods=methods, split=split, n_studies=len(records),
+                         n_random=n_random, image_labels=list(image_labels), text_labels=list(text_labels),
+                         lesion_area=lesion_area, has_gt=has_gt, skipped=skipped, deletion_fill=deletion_fill,
+                         n_donors=n_donors if deletion_fill == "healthy" else 0)
+    fc = predictor.loaded.config.fusion
+    summary["relevance_games"] = {"image": fc.image_relevance_game, "text": fc.text_relevance_game}
+    return summary
 
 
 def _restrict(exp: StudyExplanation, keep_idx: list[int]) -> StudyExplanation:

@@ -268,8 +268,10 @@ class ClinmmModel(nn.Module):
         img, img_mask, grid = self.forward_image(inputs.image, image_present)
         txt, txt_mask, text_attn = self.forward_text(inputs, text_present=text_present,
                                                      output_attentions=output_text_attentions)
-        fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True) if explain
-                               and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
+        fc = self.config.fusion
+        fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True,
+                                           image_game=fc.image_relevance_game, text_game=fc.text_relevance_game)
+                               if explain and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
         logits_no_image = logits_no_text = None
         if explain:  # what the model says without each modality: its own missing-modality path
             logits_no_image = self.fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits  # (B, C)

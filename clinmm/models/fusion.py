@@ -138,7 +138,8 @@ class CrossAttentionFusion(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(num_labels))
 
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
-                *, relevance: bool = False, relevance_game: RelevanceGame = "visible") -> FusionOutput:
+                *, relevance: bool = False, image_game: RelevanceGame = "visible",
+                text_game: RelevanceGame = "visible") -> FusionOutput:
         """Fuse.
 
         Args:
@@ -146,7 +147,8 @@ class CrossAttentionFusion(nn.Module):
             txt: (B, Lt, D) text tokens; txt_mask: (B, Lt) True where valid (all False: note missing).
             relevance: also return each token's signed contribution to each label's logit (its Shapley value, see
                 :meth:`token_relevance`).
-            relevance_game: which game the Shapley values are of (see :meth:`token_relevance`).
+            image_game: which game the image tokens' Shapley values are of (see :meth:`token_relevance`).
+            text_game: the same for the note's tokens.
         """
         b, ni, _ = img.shape
         lt = txt.shape[1]
@@ -180,9 +182,9 @@ class CrossAttentionFusion(nn.Module):
         if relevance:
             with torch.no_grad():
                 rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True,
-                                             game=relevance_game)  # (B, C, Ni)
+                                             game=image_game)  # (B, C, Ni)
                 rel_t = self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False,
-                                             game=relevance_game)  # (B, C, Lt)
+                                             game=text_game)  # (B, C, Lt)
             rel = torch.cat([rel_i, rel_t], dim=-1).to(logits.dtype)  # (B, C, Ni+Lt)
         return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share,
                             relevance=rel)

@@ -171,6 +171,13 @@ def test_explain_returns_the_model_without_each_modality(text_encoder, tiny_text
     torch.testing.assert_close(out.logits_no_image, no_image.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.logits_no_text, no_text.logits, atol=1e-5, rtol=1e-5)
     assert out.relevance is not None and plain.relevance is None and plain.logits_no_image is None
+    # the checkpoint's configured games reach the fusion: here the image's "replace", the note's default "visible"
+    model.config.fusion.image_relevance_game = "replace"
+    with torch.no_grad():
+        configured = model(inputs, explain=True).relevance
+    ni = out.num_image_tokens
+    assert not torch.allclose(configured[..., :ni], out.relevance[..., :ni], atol=1e-4)
+    torch.testing.assert_close(configured[..., ni:], out.relevance[..., ni:], atol=1e-6, rtol=0)
 
 
 def _enumerated_shapley(j, players, value):
@@ -228,7 +235,7 @@ def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tok
     img_mask[2] = False  # image missing
     txt_mask[3, 1:] = False  # a one-token note
     with torch.no_grad():
-        out = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game="visible")
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True, image_game="visible", text_game="visible")
     assert out.relevance.shape == (b, 3, ni + lt)
     expected = _brute_force_shapley(fusion, img, img_mask, txt, txt_mask)
     torch.testing.assert_close(out.relevance, expected, atol=2e-4, rtol=1e-4)
@@ -254,8 +261,8 @@ def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game)
     img_mask, txt_mask = torch.ones(b, ni, dtype=torch.bool), torch.ones(b, lt, dtype=torch.bool)
     txt_mask[1, 25:] = False
     with torch.no_grad():
-        out = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game=game)
-        again = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game=game)
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True, image_game=game, text_game=game)
+        again = fusion(img, img_mask, txt, txt_mask, relevance=True, image_game=game, text_game=game)
         no_img = fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits
         no_txt = fusion(img, img_mask, txt, torch.zeros_like(txt_mask)).logits
     torch.testing.assert_close(out.relevance[..., :ni].sum(-1), out.logits - no_img, atol=1e-3, rtol=1e-4)
@@ -263,7 +270,7 @@ def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game)
     assert torch.equal(out.relevance, again.relevance)
     assert torch.all(out.relevance[1, :, ni + 25 :] == 0)
     with torch.no_grad():  # a study's values do not depend on the batch it is scored in
-        alone = fusion(img[1:], img_mask[1:], txt[1:, :25], txt_mask[1:, :25], relevance=True, relevance_game=game)
+        alone = fusion(img[1:], img_mask[1:], txt[1:, :25], txt_mask[1:, :25], relevance=True, image_game=game, text_game=game)
     torch.testing.assert_close(alone.relevance[0], out.relevance[1, :, : ni + 25], atol=1e-5, rtol=1e-5)
 
 
@@ -323,7 +330,7 @@ def test_replace_game_relevance_is_its_exact_shapley_value():
     img_mask[2] = False
     txt_mask[3, 1:] = False
     with torch.no_grad():
-        out = fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game="replace")
+        out = fusion(img, img_mask, txt, txt_mask, relevance=True, image_game="replace", text_game="replace")
         no_img = fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits
         visible = fusion(img, img_mask, txt, txt_mask, relevance=True).relevance  # the default game
     expected = _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask)
@@ -331,5 +338,9 @@ def test_replace_game_relevance_is_its_exact_shapley_value():
     torch.testing.assert_close(out.relevance[..., :ni].sum(-1), out.logits - no_img, atol=1e-4, rtol=1e-4)
     assert torch.all(out.relevance[1, :, ni + 2 :] == 0) and torch.all(out.relevance[2, :, :ni] == 0)
     assert not torch.allclose(out.relevance, visible, atol=1e-2)  # a different game: not the same values
+    with torch.no_grad():  # each modality's game is chosen on its own: image "replace" beside note "visible"
+        mixed = fusion(img, img_mask, txt, txt_mask, relevance=True, image_game="replace").relevance
+    torch.testing.assert_close(mixed[..., :ni], out.relevance[..., :ni], atol=1e-6, rtol=0)
+    torch.testing.assert_close(mixed[..., ni:], visible[..., ni:], atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="game"):
-        fusion(img, img_mask, txt, txt_mask, relevance=True, relevance_game="hidden")
+        fusion(img, img_mask, txt, txt_mask, relevance=True, image_game="hidden")
