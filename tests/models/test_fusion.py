@@ -270,7 +270,8 @@ def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game)
     assert torch.equal(out.relevance, again.relevance)
     assert torch.all(out.relevance[1, :, ni + 25 :] == 0)
     with torch.no_grad():  # a study's values do not depend on the batch it is scored in
-        alone = fusion(img[1:], img_mask[1:], txt[1:, :25], txt_mask[1:, :25], relevance=True, image_game=game, text_game=game)
+        alone = fusion(img[1:], img_mask[1:], txt[1:, :25], txt_mask[1:, :25], relevance=True, image_game=game,
+                       text_game=game)
     torch.testing.assert_close(alone.relevance[0], out.relevance[1, :, : ni + 25], atol=1e-5, rtol=1e-5)
 
 
