@@ -29,7 +29,11 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "demo_config",
+    "RelevanceGame",
 ]
+
+# The Shapley games a cross-attention fusion's token relevance can be of (clinmm.models.fusion.token_relevance).
+RelevanceGame = Literal["visible", "replace"]
 
 
 @dataclass
@@ -134,8 +138,8 @@ class FusionConfig:
     aux_image_weight: float = 0.3
     aux_text_weight: float = 0.3
     text_token_dropout: float = 0.0
-    image_relevance_game: Literal["visible", "replace"] = "visible"
-    text_relevance_game: Literal["visible", "replace"] = "visible"
+    image_relevance_game: RelevanceGame = "visible"
+    text_relevance_game: RelevanceGame = "visible"
 
 
 @dataclass

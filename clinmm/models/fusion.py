@@ -13,20 +13,19 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clinmm.config import FusionConfig
+from clinmm.config import FusionConfig, RelevanceGame
 from clinmm.errors import ConfigError
 
 __all__ = ["FusionOutput", "build_fusion", "CrossAttentionFusion", "ConcatFusion", "GatedFusion",
            "UnimodalFusion", "masked_mean", "masked_max", "MeanMaxPool", "FUSION_METHODS"]
 
 FUSION_METHODS = ("cross_attention", "concat", "gated", "image_only", "text_only")
-RelevanceGame = Literal["replace", "visible"]
 
 
 @dataclass
@@ -245,8 +244,8 @@ class CrossAttentionFusion(nn.Module):
         Returns:
             (B, C, N) Shapley value per label and token (0 for padding and for a missing modality).
         """
-        if game not in ("replace", "visible"):
-            raise ValueError(f"token_relevance: game must be 'replace' or 'visible', got {game!r}")
+        if game not in get_args(RelevanceGame):
+            raise ValueError(f"token_relevance: game must be one of {get_args(RelevanceGame)}, got {game!r}")
         b, n1, d = keys.shape
         c = queries.shape[1]
         heads, dh = self.attn.num_heads, d // self.attn.num_heads
