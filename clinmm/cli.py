@@ -325,13 +325,18 @@ def sample_data(
     overwrite: Annotated[bool, typer.Option(help="Replace a previously generated set in OUT.")] = False,
     workers: Annotated[int, typer.Option(help="Processes writing patients in parallel (same files for any number)."
                                          )] = 0,
+    val_wording: Annotated[str, typer.Option(help="Validation notes in wording of their own ('unseen') or in the "
+                                             "training wording ('training', as generator version 4).")] = "unseen",
 ) -> None:
     """Generate the synthetic paired DICOM + note data set (manifest, notes, DICOM, ground truth)."""
     _setup()
     from clinmm.data.synthetic import SyntheticOptions, generate_sample_data
 
+    if val_wording not in ("unseen", "training"):
+        _fail(f"sample-data: --val-wording must be 'unseen' or 'training', got {val_wording!r}")
     try:
-        summary = generate_sample_data(out, studies=studies, seed=seed, options=SyntheticOptions(image_size=image_size),
+        options = SyntheticOptions(image_size=image_size, val_wording=val_wording)  # type: ignore[arg-type]
+        summary = generate_sample_data(out, studies=studies, seed=seed, options=options,
                                        overwrite=overwrite, workers=workers)
     except (ValueError, FileExistsError) as err:
         _fail(str(err))

@@ -18,7 +18,7 @@ from PIL import Image
 
 from clinmm.baselines import brightest_pixel_score, evaluate_baselines, keyword_score
 from clinmm.data.synthetic import LABELS, MANIFEST_COLUMNS, SyntheticOptions, generate_sample_data
-from clinmm.data.synthetic.notes import PHRASES, render_note
+from clinmm.data.synthetic.notes import PHRASES, phrase_pool_for_split, render_note
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "sample_data" / "tiny"
@@ -201,17 +201,17 @@ def test_evidence_spans_and_test_only_phrasings(dataset: Path) -> None:
                     out.setdefault((label, pol), []).append(re.compile(inside + "$"))
         return out
 
-    pools = {"trainval": spans("trainval"), "test": spans("test")}
+    pools = {pool: spans(pool) for pool in ("train", "val", "test")}
     polarities = set()
     for study_id, mentions in evidence.items():
         text, split = rows[study_id]["note_text"], rows[study_id]["split"]
-        own = pools["test" if split == "test" else "trainval"]
-        other = pools["trainval" if split == "test" else "test"]
+        own = pools[split]  # each split has its own wording
+        others = [pats for pool, by_key in pools.items() if pool != split for pats in by_key.values()]
         for m in mentions:
             span = text[m["start"] : m["end"]]
             key = (m["label"], m["polarity"])
             assert any(p.match(span) for p in own[key]), (study_id, span, key)
-            assert not any(p.match(span) for pats in other.values() for p in pats), (study_id, span)
+            assert not any(p.match(span) for pats in others for p in pats), (study_id, span)
             polarities.add(m["polarity"])
     assert polarities == {"affirmed", "negated", "uncertain"}
 
@@ -221,9 +221,32 @@ def test_phrase_pools_are_disjoint() -> None:
         return {t[t.index("[") + 1 : t.index("]")].lower() for by_pol in PHRASES[pool].values()
                 for templates in by_pol.values() for t in templates}
 
-    assert not spans("trainval") & spans("test")
-    words_train = {w for s in spans("trainval") for w in re.findall(r"[a-z]+", s)}
-    assert {"febrile", "pyrexia", "dyspnoeic"} - words_train == {"febrile", "pyrexia", "dyspnoeic"}
+    def words(pool: str) -> set[str]:
+        return {w for s in spans(pool) for w in re.findall(r"[a-z]+", s)}
+
+    assert set(PHRASES) == {"train", "val", "test"}
+    assert not spans("train") & spans("test")
+    assert not spans("train") & spans("val")
+    assert not spans("val") & spans("test")
+    test_only, val_only = {"febrile", "pyrexia", "dyspnoeic", "hunger"}, {"normothermic", "winded", "laboured"}
+    assert not test_only & (words("train") | words("val"))
+    assert not val_only & (words("train") | words("test"))
+
+
+def test_validation_wording_option() -> None:
+    assert [phrase_pool_for_split(s) for s in ("train", "val", "test")] == ["train", "val", "test"]
+    assert phrase_pool_for_split("val", val_wording="training") == "train"
+    with pytest.raises(ValueError, match="split"):
+        phrase_pool_for_split("trainval")
+    # The option changes only which templates validation notes draw from: same truth, same structure.
+    for split, expect in (("val", "val"), ("train", "train")):
+        for wording in ("unseen", "training"):
+            note = render_note(np.random.default_rng(3), truth={"fever": 1, "dyspnea": 1}, split=split,
+                               val_wording=wording)  # type: ignore[arg-type]
+            pool = expect if wording == "unseen" else "train"
+            for m in note.mentions:
+                inside = {t[t.index("[") + 1 : t.index("]")].split("{")[0] for t in PHRASES[pool][m.label][m.polarity]}
+                assert any(note.text[m.start : m.end].startswith(i) for i in inside), (split, wording, m)
 
 
 def test_note_truth_drives_affirmed_mentions() -> None:

@@ -1,10 +1,13 @@
 """Synthetic clinical notes with affirmed, negated and uncertain mentions, and the character span of each mention.
 
-Two disjoint phrase pools: ``"trainval"`` (used for the train and val splits) and ``"test"`` (only the test split).
-No mention phrasing of one pool occurs in the other, so a text model is evaluated on wording it never saw; the test
-pool mixes new contexts of the common words ("fever", "breath") with synonyms that never occur in training
-("febrile", "pyrexia", "dyspnoeic", "air hunger"). Notes never mention the image findings' truth: an indication
-such as "evaluate for pneumonia" is drawn independently of every label.
+Three disjoint phrase pools, one per split: ``"train"``, ``"val"`` and ``"test"``. No mention phrasing of one pool
+occurs in another, so a text model is validated and evaluated on wording it never saw; the test pool mixes new
+contexts of the common words ("fever", "breath") with synonyms that never occur in training or validation
+("febrile", "pyrexia", "dyspnoeic", "air hunger"), and the validation pool does the same with synonyms of its own
+("normothermic", "winded", "laboured breathing", "gasping for air"). Validation notes written with the training pool
+(``val_wording="training"``, generator version 4 and earlier) select models that learnt the training templates;
+with unseen wording the validation split measures what the test split measures. Notes never mention the image
+findings' truth: an indication such as "evaluate for pneumonia" is drawn independently of every label.
 
 In a template, ``[...]`` marks the evidence span and ``{t}``, ``{f}``, ``{d}`` are filled with a temperature in °C,
 in °F and a number of days.
@@ -13,6 +16,7 @@ in °F and a number of days.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -24,14 +28,18 @@ __all__ = [
     "SyntheticNote",
     "render_note",
     "phrase_pool_for_split",
+    "ValWording",
 ]
+
+# Validation notes in wording of their own ("unseen") or in the training wording ("training").
+ValWording = Literal["unseen", "training"]
 
 NOTE_LABELS: tuple[str, ...] = ("fever", "dyspnea")
 POLARITIES: tuple[str, ...] = ("affirmed", "negated", "uncertain")
 
 # PHRASES[pool][label][polarity] -> sentence templates with one [span].
 PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
-    "trainval": {
+    "train": {
         "fever": {
             "affirmed": (
                 "Patient [reports fever] for the last {d} days.",
@@ -96,6 +104,68 @@ PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                 "[Cannot rule out exertional dyspnea].",
                 "[Mild breathlessness, uncertain] significance.",
                 "Family mentions [maybe short of breath] at night.",
+            ),
+        },
+    },
+    "val": {
+        "fever": {
+            "affirmed": (
+                "[Burning up at {t}] in clinic.",
+                "[Feels hot and shivery] since {d} days.",
+                "[Fevers on and off] for {d} days.",
+                "[Elevated temperature of {t}] recorded by the nurse.",
+                "[Spiked a temperature] this afternoon.",
+                "[Temp {t}] at triage.",
+                "[Hot to the touch with a temperature of {t}].",
+                "[Ongoing temperatures] at home.",
+                "Daughter reports [a high temperature] since {d} days.",
+            ),
+            "negated": (
+                "[Temperature within normal limits].",
+                "[No temperatures] at home.",
+                "[Not hot or shivery].",
+                "[Normothermic] on admission.",
+                "[Denies any temperatures].",
+                "[Temp {n}, no fever].",
+                "[Fever ruled out] by the GP.",
+                "[Fever: none].",
+            ),
+            "uncertain": (
+                "[Possibly a temperature] last night.",
+                "[Felt hot, not measured].",
+                "[Fever unclear] from the history.",
+                "[Might have had a temperature] at the weekend.",
+                "[Uncertain fever history].",
+            ),
+        },
+        "dyspnea": {
+            "affirmed": (
+                "[Breathing hard] on arrival.",
+                "[Winded after one flight of stairs].",
+                "[Laboured breathing] noted by the paramedics.",
+                "[Out of breath] doing housework.",
+                "[Breathing difficulty] since {d} days.",
+                "[Gasping for air] at times.",
+                "[Short-winded] with exertion.",
+                "[Exertional breathlessness] for {d} days.",
+                "[Tachypnoeic and breathless] on the ward.",
+            ),
+            "negated": (
+                "[Breathing normally].",
+                "[No difficulty breathing].",
+                "[Denies breathlessness].",
+                "[Not out of breath] on walking.",
+                "[Respiratory effort normal].",
+                "[No laboured breathing].",
+                "[Dyspnea: none].",
+                "[Comfortable at rest, no breathlessness].",
+            ),
+            "uncertain": (
+                "[Possibly out of breath] at night.",
+                "[Breathing difficulty not confirmed].",
+                "[Unsure whether breathless].",
+                "[Might be winded] on stairs.",
+                "[Doubtful history of breathlessness].",
             ),
         },
     },
@@ -246,9 +316,14 @@ class SyntheticNote:
     mentions: list[Mention] = field(default_factory=list)
 
 
-def phrase_pool_for_split(split: str) -> str:
-    """Which phrase pool a split uses: ``"test"`` for the test split, ``"trainval"`` otherwise."""
-    return "test" if split == "test" else "trainval"
+def phrase_pool_for_split(split: str, *, val_wording: ValWording = "unseen") -> str:
+    """Which phrase pool a split uses: its own (``"train"``, ``"val"``, ``"test"``), except that validation notes use
+    the training pool when ``val_wording="training"`` (the generator before version 5)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    if split == "val" and val_wording == "training":
+        return "train"
+    return split
 
 
 def _fill(rng: np.random.Generator, template: str) -> str:
@@ -302,6 +377,7 @@ def render_note(
     truth: dict[str, int],
     split: str,
     long: bool = False,
+    val_wording: ValWording = "unseen",
 ) -> SyntheticNote:
     """Write one clinical note.
 
@@ -310,11 +386,12 @@ def render_note(
         truth: ``{"fever": 0|1, "dyspnea": 0|1}`` ground truth of the note findings.
         split: ``train``, ``val`` or ``test``; picks the phrase pool (:func:`phrase_pool_for_split`).
         long: pad with many extra sentences (several hundred words).
+        val_wording: ``"unseen"`` (validation notes use their own phrase pool) or ``"training"``.
 
     Returns:
         :class:`SyntheticNote` with the text and the span of every fever/dyspnea mention.
     """
-    pool = PHRASES[phrase_pool_for_split(split)]
+    pool = PHRASES[phrase_pool_for_split(split, val_wording=val_wording)]
     sections: list[list[tuple[str, str | None, tuple[int, int] | None]]] = [[] for _ in range(4)]
 
     def neutral(options: tuple[str, ...], k: int) -> list[tuple[str, None, None]]:
