@@ -129,7 +129,8 @@ def main() -> None:
                                                                                     "threads)",
         "precision": "bf16 autocast + channels_last" if device.type == "cuda" else "fp32",
         "backbone": cfg.image.backbone, "image_size": cfg.data.image_size, "batch": b,
-        "text_tokens": f"{args.chunks}x{length}", "text_frozen_layers": cfg.text.freeze_layers, "fusion": cfg.fusion.method, "steps": args.steps,
+        "text_tokens": f"{args.chunks}x{length}", "text_frozen_layers": cfg.text.freeze_layers,
+        "fusion": cfg.fusion.method, "steps": args.steps,
         "note": ("fused uses the frozen-text feature cache (demo) so it may exceed the ceiling; judge the 70 % "
                  "criterion on the default configuration") if cfg.text.freeze_layers else "",
         "fused_samples_per_s": round(b * args.steps / t_fused, 1),

@@ -116,7 +116,8 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
         progress: tqdm bars on stderr.
         init_from: a ``clinmm pretrain-contrastive`` directory to initialise every model from (what exists of it).
         max_val: use only the first ``max_val`` validation studies (the test split is always used whole).
-        text_cache_file: safetensors file to reuse / store the frozen text features (see ``clinmm.models.text_cache.FrozenTextCache``).
+        text_cache_file: safetensors file to reuse / store the frozen text features
+            (see ``clinmm.models.text_cache.FrozenTextCache``).
     """
     t0 = time.perf_counter()
     out = Path(out)

@@ -153,7 +153,8 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
         cache_text: with a fully frozen text encoder (and no LoRA), compute its features once.
         max_train: use only the paired studies among the first ``max_train`` training studies.
         progress: tqdm bar on stderr.
-        text_cache_file: safetensors file to reuse / store the frozen text features (``clinmm.models.text_cache.FrozenTextCache``).
+        text_cache_file: safetensors file to reuse / store the frozen text features
+            (``clinmm.models.text_cache.FrozenTextCache``).
     """
     from safetensors.torch import save_file
     from tqdm import tqdm

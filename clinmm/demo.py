@@ -108,7 +108,8 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
     config.train.max_train_seconds = 240.0
     train_key = {"data": data_key, "config": config_to_dict(config)}
     train_hash = hashlib.sha256(json.dumps(train_key, sort_keys=True).encode()).hexdigest()
-    if _stamp(paths.run / ".train-stamp.json").get("hash") == train_hash and (paths.checkpoint / "manifest.json").is_file():
+    if (_stamp(paths.run / ".train-stamp.json").get("hash") == train_hash
+            and (paths.checkpoint / "manifest.json").is_file()):
         timer.seconds["train"] = "reused"
     else:
         from clinmm.train import train

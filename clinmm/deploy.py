@@ -2,7 +2,8 @@
 
 ``torch.ao.quantization.quantize_dynamic`` replaces the text encoder's ``nn.Linear`` layers (attention and
 feed-forward: most of the CPU time) by int8-weight versions that quantise activations on the fly (``scope="all"``
-also the projections, fusion and heads); the convolutional image backbone stays fp32. :func:`measure_int8` scores the same studies with the fp32 eager model and
+also the projections, fusion and heads); the convolutional image backbone stays fp32. :func:`measure_int8` scores the
+same studies with the fp32 eager model and
 the int8 one and reports size, latency per study, speed-up and the macro AUROC change — the acceptance check is
 "≥ 2× faster with macro AUROC lower by ≤ 0.005".
 """

@@ -3,8 +3,8 @@
 ``apply_text_lora(encoder, r=...)`` wraps ``encoder.model`` in a ``peft`` model in place; the base weights stay
 exactly as loaded (they are frozen, and only ``lora_A``/``lora_B`` matrices train). A clinmm checkpoint of such a
 model stores base + adapter tensors together (``text.lora: true`` in its config rebuilds the same wrapping on load);
-:func:`save_text_adapter` / :func:`load_text_adapter` also write and read the adapter alone (``adapter_model.safetensors``
-+ ``adapter_config.json``, peft's format) to share it over an unchanged base model.
+:func:`save_text_adapter` / :func:`load_text_adapter` also write and read the adapter alone
+(``adapter_model.safetensors`` + ``adapter_config.json``, peft's format) to share it over an unchanged base model.
 """
 
 from __future__ import annotations

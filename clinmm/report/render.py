@@ -102,8 +102,9 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+# Results written before the fill was recorded used "blur".
 _FILLS = {"mean": "the image mean", "blur": "a blurred copy",
-          "healthy": "the same cells of image-negative training studies"}  # results written before the fill was recorded: blur
+          "healthy": "the same cells of image-negative training studies"}
 
 
 def _faithfulness_context(result: dict | None) -> dict | None:

@@ -31,7 +31,6 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import classification_report, roc_curve
 
 from clinmm.metrics import (
-    METRIC_NAMES,
     CalibrationSummary,
     ConfidenceInterval,
     DeLongResult,

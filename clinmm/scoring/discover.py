@@ -258,8 +258,8 @@ def discover_folder(root: str | os.PathLike[str], *, salt: bytes, notes: NotesIn
     for i, (uid, hs) in enumerate(ordered):
         accession = next((h.accession for h in hs if h.accession), "")
         note = notes.lookup(uid, accession) if notes is not None else None
-        studies.append(StudyInput(index=i, key=study_key(uid, salt=salt), source_path=_common_folder([h.rel for h in hs]),
-                                  files=hs, note=note))
+        studies.append(StudyInput(index=i, key=study_key(uid, salt=salt),
+                                  source_path=_common_folder([h.rel for h in hs]), files=hs, note=note))
     logger.info("found %d file(s) in %d stud(y/ies) under the input folder (%d unreadable)", len(files),
                 len(studies), len(orphans))
     return Inventory(studies=studies, orphans=orphans, from_manifest=False, n_files=len(files))

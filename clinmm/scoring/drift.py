@@ -9,7 +9,8 @@
 PSI needs enough studies to mean anything: it is reported only when both samples hold at least ``MIN_PSI_N`` values.
 The standardised mean difference (SMD) of each intensity statistic is always reported. ``drift_score`` is the largest
 of every PSI and every ``|SMD| / 4`` (scaled so that the usual PSI reading applies to both: < 0.1 stable,
-0.1–0.25 moderate shift, > 0.25 major shift, i.e. |SMD| > 1 is major). scikit-learn and scipy have no PSI; it is the standard formula
+0.1–0.25 moderate shift, > 0.25 major shift, i.e. |SMD| > 1 is major). scikit-learn and scipy have no PSI; it is the
+standard formula
 ``sum((q_i - p_i) * ln(q_i / p_i))`` over bins, with additive smoothing (0.5 per bin) and fewer bins for small
 batches (≥ 5 studies per bin on average).
 """

@@ -1,6 +1,7 @@
 """Text warm-up: fine-tune the top layers of a frozen text encoder on the note alone, before the fused training.
 
-The CPU demo keeps the text encoder frozen so that each note is encoded once and cached (:mod:`clinmm.models.text_cache`);
+The CPU demo keeps the text encoder frozen so that each note is encoded once and cached
+(:mod:`clinmm.models.text_cache`);
 but a frozen general-purpose encoder read by a small head learns the training notes' wording, not the finding: on the
 synthetic test split, whose phrasings never occur in training, a frozen all-MiniLM-L6-v2 scores fever 0.72 and dyspnea
 0.68 AUROC, while fine-tuning its top layers on the same notes reaches about 0.79 / 0.82 (docs/training.md).

@@ -97,7 +97,8 @@ def test_drift_shifted_site_is_clearly_higher(tiny_data, tiny_checkpoint, salt_f
     """Reference: train-split site_a/site_b. Held-out site_a/site_b studies vs site_c (gamma 0.7, gain, offset)."""
     in_dist = _manifest(tiny_data, tmp_path / "ab.csv", lambda r: r["split"] != "train" and r["site"] in (
         "site_a", "site_b") and r["modality"] in ("CR", "DX"))
-    shifted = _manifest(tiny_data, tmp_path / "c.csv", lambda r: r["site"] == "site_c" and r["modality"] in ("CR", "DX"))
+    shifted = _manifest(tiny_data, tmp_path / "c.csv",
+                        lambda r: r["site"] == "site_c" and r["modality"] in ("CR", "DX"))
     opts = ScoreOptions(workers=0, device="cpu", salt_file=salt_file)
     score(in_dist, tiny_checkpoint, tmp_path / "o_ab", options=opts)
     score(shifted, tiny_checkpoint, tmp_path / "o_c", options=opts)

@@ -1,4 +1,5 @@
-"""``train.note_branch_epochs``: the note-only layers train on a shorter schedule, then hold, while the rest trains on."""
+"""``train.note_branch_epochs``: the note-only layers train on a shorter schedule, then hold, while the rest trains
+on."""
 
 from __future__ import annotations
 
