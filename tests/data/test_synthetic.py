@@ -337,6 +337,12 @@ def test_cli_sample_data(tmp_path: Path) -> None:
     assert len(_rows(tmp_path / "o")) == 6
     res = CliRunner().invoke(app, ["sample-data", str(tmp_path / "o"), "--studies", "6"])
     assert res.exit_code == 2 and "not empty" in res.output
+    res = CliRunner().invoke(app, ["sample-data", str(tmp_path / "w"), "--studies", "6", "--val-wording", "seen"])
+    assert res.exit_code == 2 and "--val-wording" in res.output and not (tmp_path / "w").exists()
+    res = CliRunner().invoke(app, ["sample-data", str(tmp_path / "t"), "--studies", "20", "--seed", "3",
+                                   "--image-size", "48", "--val-wording", "training"])
+    assert res.exit_code == 0, res.output
+    assert "validation notes in the training wording" in (tmp_path / "t" / "README.md").read_text()
 
 
 def test_keyword_baseline_is_negation_blind() -> None:
