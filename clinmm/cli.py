@@ -332,8 +332,6 @@ def sample_data(
     _setup()
     from clinmm.data.synthetic import SyntheticOptions, generate_sample_data
 
-    if val_wording not in ("unseen", "training"):
-        _fail(f"sample-data: --val-wording must be 'unseen' or 'training', got {val_wording!r}")
     try:
         options = SyntheticOptions(image_size=image_size, val_wording=val_wording)  # type: ignore[arg-type]
         summary = generate_sample_data(out, studies=studies, seed=seed, options=options,

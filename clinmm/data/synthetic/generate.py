@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import shutil
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,7 +213,7 @@ def generate_sample_data(
         :class:`SyntheticSummary` with counts.
 
     Raises:
-        ValueError: ``studies`` < 1 or an image size below 32.
+        ValueError: ``studies`` < 1, an image size below 32 or an unknown ``val_wording``.
         FileExistsError: ``out`` is not empty and ``overwrite`` is false.
     """
     opts = options or SyntheticOptions()
@@ -220,6 +221,9 @@ def generate_sample_data(
         raise ValueError(f"sample-data: --studies must be >= 1, got {studies}")
     if opts.image_size < 32:
         raise ValueError(f"sample-data: image_size must be >= 32, got {opts.image_size}")
+    if opts.val_wording not in typing.get_args(ValWording):
+        raise ValueError(f"sample-data: --val-wording must be one of {list(typing.get_args(ValWording))}, "
+                         f"got {opts.val_wording!r}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
