@@ -128,6 +128,8 @@ class FusionConfig:
             ``"replace"`` (cross_attention only; see :meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`).
             Only the explanation depends on it, never a prediction; a checkpoint stores it.
         text_relevance_game: the same for the note's tokens (the highlighted words).
+        separate_note_attention: the note is read by label queries and attention of its own, not those that read
+            the image (cross_attention only), so that ``train.note_branch_epochs`` holds all of the note's reading.
     """
 
     method: Literal["cross_attention", "concat", "gated", "image_only", "text_only"] = "cross_attention"
@@ -140,6 +142,7 @@ class FusionConfig:
     text_token_dropout: float = 0.0
     image_relevance_game: RelevanceGame = "visible"
     text_relevance_game: RelevanceGame = "visible"
+    separate_note_attention: bool = False
 
 
 @dataclass

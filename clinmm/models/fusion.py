@@ -116,9 +116,15 @@ class CrossAttentionFusion(nn.Module):
         dim: token width D (image and text tokens are projected to D before fusion).
         heads: attention heads; ``dim`` must be divisible by it.
         dropout: dropout on the attention output and in the feed-forward block.
+        separate_note_attention: read the note with label queries, key normalisation and attention weights of its
+            own instead of those that read the image (and without a modality embedding, which only tells the two
+            apart where they share them). Then everything that reads the note is in :meth:`note_parameters`, so
+            ``train.note_branch_epochs`` can hold the note's reading while the image's trains on; with the shared
+            attention a held note branch still drifts with it.
     """
 
-    def __init__(self, *, num_labels: int, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, *, num_labels: int, dim: int, heads: int, dropout: float,
+                 separate_note_attention: bool = False) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ConfigError(f"fusion.dim ({dim}) is not a multiple of fusion.heads ({heads})")
@@ -135,6 +141,23 @@ class CrossAttentionFusion(nn.Module):
         self.mix_text = nn.Linear(dim, dim, bias=False)
         self.head_weight = nn.Parameter(torch.randn(num_labels, dim) * 0.02)  # (C, D): one linear head per label
         self.head_bias = nn.Parameter(torch.zeros(num_labels))
+        self.separate_note_attention = separate_note_attention
+        if separate_note_attention:
+            self.note_queries = nn.Parameter(torch.randn(num_labels, dim) * 0.02)  # (C, D)
+            self.note_key_norm = nn.LayerNorm(dim)
+            self.note_attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+
+    def reader(self, modality: int) -> tuple[torch.Tensor, nn.LayerNorm, nn.MultiheadAttention]:
+        """The (C, D) label queries, key normalisation and attention that read modality 0 (image) or 1 (note)."""
+        if modality == 1 and self.separate_note_attention:
+            return self.note_queries, self.note_key_norm, self.note_attn
+        return self.queries, self.key_norm, self.attn
+
+    def keys(self, modality: int, tokens: torch.Tensor, stand_in: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) tokens of one modality and its (B, 1, D) stand-in → (B, N+1, D) normalised keys, stand-in last."""
+        _, norm, _ = self.reader(modality)
+        own = modality == 1 and self.separate_note_attention  # an attention of its own needs no modality embedding
+        return norm(torch.cat([tokens if own else tokens + self.modality[modality], stand_in], dim=1))
 
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                 *, relevance: bool = False, image_game: RelevanceGame = "visible",
@@ -157,13 +180,15 @@ class CrossAttentionFusion(nn.Module):
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)  # (B, C, D)
         # One softmax per modality (its tokens, or its stand-in when missing): a long note cannot take the attention
         # a one-token nodule needs, and each label reads a summary of both modalities side by side.
-        img_keys = self.key_norm(torch.cat([img + self.modality[0], stand_in[:, :1]], dim=1))  # (B, Ni+1, D)
-        txt_keys = self.key_norm(torch.cat([txt + self.modality[1], stand_in[:, 1:]], dim=1))  # (B, Lt+1, D)
+        img_keys = self.keys(0, img, stand_in[:, :1])  # (B, Ni+1, D)
+        txt_keys = self.keys(1, txt, stand_in[:, 1:])  # (B, Lt+1, D)
         img_valid = torch.cat([img_mask, (~img_present)[:, None]], dim=1)  # (B, Ni+1)
         txt_valid = torch.cat([txt_mask, (~txt_present)[:, None]], dim=1)  # (B, Lt+1)
+        note_queries, _, note_attn = self.reader(1)
         out_i, wh_i = self.attn(queries, img_keys, img_keys, key_padding_mask=~img_valid, need_weights=True,
                                 average_attn_weights=False)  # (B, C, D), (B, H, C, Ni+1)
-        out_t, wh_t = self.attn(queries, txt_keys, txt_keys, key_padding_mask=~txt_valid, need_weights=True,
+        out_t, wh_t = note_attn(note_queries.unsqueeze(0).expand(b, -1, -1), txt_keys, txt_keys,
+                                key_padding_mask=~txt_valid, need_weights=True,
                                 average_attn_weights=False)  # (B, C, D), (B, H, C, Lt+1)
         w_i, w_t = wh_i.mean(1), wh_t.mean(1)  # (B, C, Ni+1), (B, C, Lt+1)
         logits = self._head(queries, out_i, out_t)  # (B, C)
@@ -189,8 +214,12 @@ class CrossAttentionFusion(nn.Module):
                             relevance=rel)
 
     def note_parameters(self) -> list[nn.Parameter]:
-        """Parameters only the note path uses (the projection of its summary); the rest is shared."""
-        return list(self.mix_text.parameters())
+        """Parameters only the note path uses: the projection of its summary and, with ``separate_note_attention``,
+        the attention that reads it; the rest is shared."""
+        params = list(self.mix_text.parameters())
+        if self.separate_note_attention:
+            params += [self.note_queries, *self.note_key_norm.parameters(), *self.note_attn.parameters()]
+        return params
 
     def _head(self, queries: torch.Tensor, out_i: torch.Tensor, out_t: torch.Tensor) -> torch.Tensor:
         """(B, C, D) queries and per-modality attention outputs → (B, C) logits. Each label's row is computed
@@ -231,7 +260,8 @@ class CrossAttentionFusion(nn.Module):
         negative value.
 
         Args:
-            queries: (B, C, D) the label queries.
+            queries: (B, C, D) the label queries (the head's residual; the attention projects the reader's own,
+                :meth:`reader`).
             keys: (B, N+1, D) the (normalised) keys of one modality, its stand-in last.
             valid: (B, N+1) the keys the attention could see (only the stand-in when the modality is missing).
             other_out: (B, C, D) the other modality's attention output (held fixed).
@@ -248,11 +278,11 @@ class CrossAttentionFusion(nn.Module):
             raise ValueError(f"token_relevance: game must be one of {get_args(RelevanceGame)}, got {game!r}")
         b, n1, d = keys.shape
         c = queries.shape[1]
-        heads, dh = self.attn.num_heads, d // self.attn.num_heads
-        w_q, w_k, w_v = self.attn.in_proj_weight.split(d)
-        b_q, b_k, b_v = (self.attn.in_proj_bias.split(d) if self.attn.in_proj_bias is not None
-                         else (None, None, None))
-        q_all = F.linear(queries, w_q, b_q).view(b, c, heads, dh).double()  # (B, C, H, dh): projected once
+        read_queries, _, attn = self.reader(0 if image else 1)
+        heads, dh = attn.num_heads, d // attn.num_heads
+        w_q, w_k, w_v = attn.in_proj_weight.split(d)
+        b_q, b_k, b_v = attn.in_proj_bias.split(d) if attn.in_proj_bias is not None else (None, None, None)
+        q_all = F.linear(read_queries, w_q, b_q).view(c, heads, dh).double()  # (C, H, dh): projected once
 
         def head(q: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
             """This modality's attention output ``own`` beside ``other`` → logits (the head takes the image first)."""
@@ -267,10 +297,10 @@ class CrossAttentionFusion(nn.Module):
             k_i = keys[i, idx]  # (n, D)
             kh = F.linear(k_i, w_k, b_k).view(n, heads, dh).double()  # (n, H, dh)
             values = F.linear(k_i, w_v, b_v).view(n, heads, dh).double()  # (n, H, dh)
-            scores = torch.einsum("che,nhe->hcn", q_all[i], kh) / dh**0.5  # (H, C, n)
+            scores = torch.einsum("che,nhe->hcn", q_all, kh) / dh**0.5  # (H, C, n)
             e = torch.exp(scores - scores.amax(-1, keepdim=True))  # (H, C, n); double: no underflow in practice
             v_stand = F.linear(keys[i, -1:], w_v, b_v)  # (1, D): the stand-in's value
-            missing = self.attn.out_proj(v_stand).expand(1, c, d)  # stand-in output
+            missing = attn.out_proj(v_stand).expand(1, c, d)  # stand-in output
             empty = head(queries[i : i + 1], missing, other_out[i : i + 1])[0]  # (C,)
             gen = torch.Generator().manual_seed(seed)  # per study: its orderings do not depend on the batch
             orders = _orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(keys.device)
@@ -285,7 +315,7 @@ class CrossAttentionFusion(nn.Module):
                 vs = v_stand.view(heads, dh).double()  # (H, dh)
                 moved = torch.einsum("khcn,knhe->knche", w_o, (values - vs)[orders])  # (K, n, C, H, dh)
                 prefix_mix = vs + moved.cumsum(1)  # (K, n, C, H, dh)
-            prefix_out = self.attn.out_proj(prefix_mix.reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
+            prefix_out = attn.out_proj(prefix_mix.reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
             prefix = head(queries[i].expand(k * n, c, d), prefix_out, other_out[i].expand(k * n, c, d))
             prefix = prefix.double().view(k, n, c)  # (K, n, C): the logit after each prefix
             before = torch.cat([empty.double().expand(k, 1, c), prefix[:, :-1]], dim=1)  # (K, n, C)
@@ -368,7 +398,8 @@ class UnimodalFusion(nn.Module):
 def build_fusion(config: FusionConfig, *, num_labels: int) -> nn.Module:
     """The fusion module named by ``config.method``."""
     if config.method == "cross_attention":
-        return CrossAttentionFusion(num_labels=num_labels, dim=config.dim, heads=config.heads, dropout=config.dropout)
+        return CrossAttentionFusion(num_labels=num_labels, dim=config.dim, heads=config.heads, dropout=config.dropout,
+                                    separate_note_attention=config.separate_note_attention)
     if config.method == "concat":
         return ConcatFusion(num_labels=num_labels, dim=config.dim, dropout=config.dropout)
     if config.method == "gated":

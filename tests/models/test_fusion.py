@@ -218,14 +218,23 @@ def _brute_force_shapley(fusion, img, img_mask, txt, txt_mask):
     return rel
 
 
-def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tokens():
+def _sharpen(fusion):
+    """A confident, saturating head and sharp attention, as a trained model's."""
+    with torch.no_grad():
+        fusion.head_weight.mul_(50.0)
+        fusion.queries.mul_(30.0)
+        if fusion.separate_note_attention:
+            fusion.note_queries.mul_(30.0)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tokens(separate):
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0).eval()
-    with torch.no_grad():
-        fusion.head_weight.mul_(50.0)  # a confident, saturating head, as a trained model's
-        fusion.queries.mul_(30.0)  # sharp attention
+    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0,
+                                  separate_note_attention=separate).eval()
+    _sharpen(fusion)
     b, ni, lt = 4, 4, 5
     img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
     img_mask = torch.ones(b, ni, dtype=torch.bool)
@@ -288,7 +297,7 @@ def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
             parts = []
             for m, (tok, mask) in enumerate(((img, img_mask), (txt, txt_mask))):
                 stand = fusion.missing[m : m + 1].unsqueeze(0)  # (1, 1, D)
-                keys = fusion.key_norm(torch.cat([tok[bi : bi + 1] + fusion.modality[m], stand], dim=1))
+                keys = fusion.keys(m, tok[bi : bi + 1], stand)
                 present = bool(mask[bi].any())
                 valid = torch.cat([mask[bi : bi + 1], torch.tensor([[not present]])], dim=1)
                 parts.append((keys, valid))
@@ -299,7 +308,8 @@ def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
                 n = keys.shape[1] - 1
                 out_of_set = [k for k in range(n) if k not in subset]
                 vals[0, out_of_set] = keys[0, n]  # the stand-in's value in place of an absent token's
-                return fusion.attn(q, keys, vals, key_padding_mask=~valid, need_weights=False)[0]
+                read_q, _, attn = fusion.reader(m)  # the attention that reads modality m
+                return attn(read_q.unsqueeze(0), keys, vals, key_padding_mask=~valid, need_weights=False)[0]
 
             full = [output(0, range(ni)), output(1, range(lt))]
             for m, (mask, offset) in enumerate(((img_mask, 0), (txt_mask, ni))):
@@ -314,16 +324,16 @@ def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
     return rel
 
 
-def test_replace_game_relevance_is_its_exact_shapley_value():
+@pytest.mark.parametrize("separate", [False, True])
+def test_replace_game_relevance_is_its_exact_shapley_value(separate):
     """The "replace" game: the attention weights stay the full input's and an absent token shows the stand-in's value;
     checked against enumeration through ``nn.MultiheadAttention`` with the value input replaced."""
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(1)
-    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0).eval()
-    with torch.no_grad():
-        fusion.head_weight.mul_(50.0)
-        fusion.queries.mul_(30.0)
+    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0,
+                                  separate_note_attention=separate).eval()
+    _sharpen(fusion)
     b, ni, lt = 4, 4, 4
     img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
     img_mask, txt_mask = torch.ones(b, ni, dtype=torch.bool), torch.ones(b, lt, dtype=torch.bool)

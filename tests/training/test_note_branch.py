@@ -20,16 +20,21 @@ def _run(cfg):
     return model
 
 
-def test_note_branch_holds_after_its_epochs(tiny_text_dir):
+@pytest.mark.parametrize("separate", [False, True])
+def test_note_branch_holds_after_its_epochs(tiny_text_dir, separate):
     cfg = tiny_config(tiny_text_dir, epochs=3, batch_size=8)
-    cfg.train.note_branch_epochs = 1
     cut = tiny_config(tiny_text_dir, epochs=3, batch_size=8, max_train_seconds=1e-9)  # stops after epoch 1
-    cut.train.note_branch_epochs = 1
+    for c in (cfg, cut):
+        c.train.note_branch_epochs = 1
+        c.fusion.separate_note_attention = separate
     after_one, after_three = _run(cut), _run(cfg)
     note = {id(p) for p in after_three.note_branch_parameters()}
     names = {n for n, p in after_three.named_parameters() if id(p) in note}
     assert any(n.startswith("text_proj.") for n in names) and any(n.startswith("fusion.mix_text") for n in names)
     assert not any(n.startswith(("image_", "fusion.queries", "fusion.attn")) for n in names)
+    # with its own attention, all of the note's reading holds: queries, key normalisation and attention weights
+    assert ({"fusion.note_queries", "fusion.note_key_norm.weight", "fusion.note_attn.in_proj_weight",
+             "fusion.note_attn.out_proj.weight"} <= names) == separate
     a, b = after_one.state_dict(), after_three.state_dict()
     for n in names:
         assert torch.equal(a[n], b[n]), f"{n} moved after its schedule ended"
