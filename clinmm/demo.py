@@ -105,7 +105,7 @@ def run_demo(root: str | Path, *, studies: int = 1000, seed: int = 0, serve: boo
         (paths.data / ".demo-stamp.json").write_text(json.dumps(data_key))
 
     config = demo_config()
-    # A guard against a stalled machine, not a budget: 30 epochs take about 5 minutes on 2 idle cores. The demo model
+    # A guard against a stalled machine, not a budget: 40 epochs take about 6 minutes on 2 idle cores. The demo model
     # should not depend on machine speed, so a healthy run never reaches it (a warning says when one does).
     config.train.max_train_seconds = 1200.0
     train_key = {"data": data_key, "config": config_to_dict(config)}
