@@ -221,9 +221,9 @@ def generate_sample_data(
         raise ValueError(f"sample-data: --studies must be >= 1, got {studies}")
     if opts.image_size < 32:
         raise ValueError(f"sample-data: image_size must be >= 32, got {opts.image_size}")
-    if opts.val_wording not in typing.get_args(ValWording):
-        raise ValueError(f"sample-data: --val-wording must be one of {list(typing.get_args(ValWording))}, "
-                         f"got {opts.val_wording!r}")
+    wordings = typing.get_args(ValWording)
+    if opts.val_wording not in wordings:
+        raise ValueError(f"sample-data: --val-wording must be one of {list(wordings)}, got {opts.val_wording!r}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
