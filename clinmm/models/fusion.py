@@ -159,13 +159,6 @@ class CrossAttentionFusion(nn.Module):
         own = modality == 1 and self.separate_note_attention  # an attention of its own needs no modality embedding
         return norm(torch.cat([tokens if own else tokens + self.modality[modality], stand_in], dim=1))
 
-    def _read(self, modality: int, keys: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One modality's label-query attention: (B, N+1, D) keys, (B, N+1) valid → (B, C, D) output and
-        (B, H, C, N+1) per-head weights."""
-        queries, _, attn = self.reader(modality)
-        return attn(queries.unsqueeze(0).expand(keys.shape[0], -1, -1), keys, keys, key_padding_mask=~valid,
-                    need_weights=True, average_attn_weights=False)
-
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                 *, relevance: bool = False, image_game: RelevanceGame = "visible",
                 text_game: RelevanceGame = "visible") -> FusionOutput:
@@ -191,8 +184,12 @@ class CrossAttentionFusion(nn.Module):
         txt_keys = self.keys(1, txt, stand_in[:, 1:])  # (B, Lt+1, D)
         img_valid = torch.cat([img_mask, (~img_present)[:, None]], dim=1)  # (B, Ni+1)
         txt_valid = torch.cat([txt_mask, (~txt_present)[:, None]], dim=1)  # (B, Lt+1)
-        out_i, wh_i = self._read(0, img_keys, img_valid)  # (B, C, D), (B, H, C, Ni+1)
-        out_t, wh_t = self._read(1, txt_keys, txt_valid)  # (B, C, D), (B, H, C, Lt+1)
+        note_queries, _, note_attn = self.reader(1)
+        out_i, wh_i = self.attn(queries, img_keys, img_keys, key_padding_mask=~img_valid, need_weights=True,
+                                average_attn_weights=False)  # (B, C, D), (B, H, C, Ni+1)
+        out_t, wh_t = note_attn(note_queries.unsqueeze(0).expand(b, -1, -1), txt_keys, txt_keys,
+                                key_padding_mask=~txt_valid, need_weights=True,
+                                average_attn_weights=False)  # (B, C, D), (B, H, C, Lt+1)
         w_i, w_t = wh_i.mean(1), wh_t.mean(1)  # (B, C, Ni+1), (B, C, Lt+1)
         logits = self._head(queries, out_i, out_t)  # (B, C)
         part_i = self.mix_image(out_i)  # (B, C, D): the image summary's contribution
