@@ -128,6 +128,9 @@ class FusionConfig:
             ``"replace"`` (cross_attention only; see :meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`).
             Only the explanation depends on it, never a prediction; a checkpoint stores it.
         text_relevance_game: the same for the note's tokens (the highlighted words).
+        text_relevance_rollout: weight of the text encoder's self-attention against its residual stream when the
+            note tokens' relevance is carried back to the words it came from (:mod:`clinmm.explain.rollout`);
+            ``0`` shows the relevance of the contextual tokens as they are. Only the explanation depends on it.
         separate_note_attention: the note is read by label queries and attention of its own, not those that read
             the image (cross_attention only), so that ``train.note_branch_epochs`` holds all of the note's reading.
     """
@@ -142,6 +145,7 @@ class FusionConfig:
     text_token_dropout: float = 0.0
     image_relevance_game: RelevanceGame = "visible"
     text_relevance_game: RelevanceGame = "visible"
+    text_relevance_rollout: float = 0.25
     separate_note_attention: bool = False
 
 

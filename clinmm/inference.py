@@ -16,6 +16,7 @@ import torch
 from clinmm.calibration import apply_calibration
 from clinmm.checkpoint import LoadedModel, load_checkpoint
 from clinmm.data.dataset import Batch, Sample, SampleBuilder, collate
+from clinmm.explain.rollout import roll_back_relevance
 from clinmm.io.study import ImageVolume
 from clinmm.models.classifier import ClinmmOutput
 
@@ -85,10 +86,12 @@ class Prediction:
 def predictions_from_output(out: ClinmmOutput, batch: Batch, *, labels: list[str], probs: np.ndarray,
                             decisions: np.ndarray, thresholds: np.ndarray, explain: bool,
                             calibrate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-                            ) -> list[Prediction]:
+                            text_rollout: float = 0.0) -> list[Prediction]:
     """A batch's model output → one :class:`Prediction` per study (attention and relevance split into image grid and
     kept note tokens when ``explain``). ``batch`` is the CPU-side batch (its masks and offsets); ``calibrate``
-    ((B, C) logits → ((B, C) probabilities, decisions)) turns the with-a-modality-removed logits into probabilities."""
+    ((B, C) logits → ((B, C) probabilities, decisions)) turns the with-a-modality-removed logits into probabilities;
+    ``text_rollout`` > 0 carries the note tokens' relevance back to the input words through the encoder's
+    self-attention (needs ``out.text_attentions``; :func:`clinmm.explain.rollout.roll_back_relevance`)."""
     without = {}
     if explain and calibrate is not None:
         for name, lg in (("probs_without_image", out.logits_no_image), ("probs_without_note", out.logits_no_text)):
@@ -101,6 +104,12 @@ def predictions_from_output(out: ClinmmOutput, batch: Batch, *, labels: list[str
     att_all = out.attention.float().cpu().numpy() if (explain and out.attention is not None) else None
     rel_all = out.relevance.float().cpu().numpy() if (explain and out.relevance is not None) else None
     ni = out.num_image_tokens
+    if rel_all is not None and text_rollout > 0 and out.text_attentions is not None:
+        for i in range(rel_all.shape[0]):
+            rel_all[i, :, ni:] = roll_back_relevance(
+                torch.from_numpy(rel_all[i, :, ni:]), [a[i] for a in out.text_attentions],
+                attention_mask=batch.inputs.attention_mask[i], keep=batch.inputs.keep[i], offsets=batch.offsets[i],
+                mix=text_rollout).numpy()  # (C, K*L)
     preds = []
     for i, key in enumerate(batch.keys):
         p = Prediction(key=key, labels=labels, logits=logits[i], probs=probs[i], decisions=decisions[i],
@@ -174,8 +183,22 @@ class Predictor:
         b = inputs.image_present.shape[0]
         di = torch.full((b,), drop_image, dtype=torch.bool, device=device)
         dt = torch.full((b,), drop_text, dtype=torch.bool, device=device)
+        model = self.loaded.model
+        attentions = explain and self.text_rollout > 0 and model.text_encoder is not None and model.supports_relevance
         with autocast_for(device):
-            return self.loaded.model(inputs, drop_image=di, drop_text=dt, explain=explain)
+            return model(inputs, drop_image=di, drop_text=dt, explain=explain, output_text_attentions=attentions)
+
+    @property
+    def text_rollout(self) -> float:
+        """The checkpoint's ``fusion.text_relevance_rollout`` (0: the highlighted words are the contextual tokens')."""
+        return self.loaded.config.fusion.text_relevance_rollout
+
+    def predictions(self, out: ClinmmOutput, batch: Batch, *, explain: bool) -> list[Prediction]:
+        """A forward pass's output on ``batch`` (CPU-side masks and offsets) → calibrated :class:`Prediction` s."""
+        probs, decisions = self.calibrate(out.logits.float().cpu().numpy())
+        return predictions_from_output(out, batch, labels=self.labels, probs=probs, decisions=decisions,
+                                       thresholds=np.array(self.loaded.thresholds), explain=explain,
+                                       calibrate=self.calibrate, text_rollout=self.text_rollout)
 
     def calibrate(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, C) logits → calibrated probabilities (B, C) and decisions (B, C)."""
@@ -186,11 +209,8 @@ class Predictor:
 
     def predict_batch(self, batch: Batch, *, explain: bool = False, drop_image: bool = False,
                       drop_text: bool = False) -> list[Prediction]:
-        out = self.forward(batch, explain=explain, drop_image=drop_image, drop_text=drop_text)
-        probs, decisions = self.calibrate(out.logits.float().cpu().numpy())
-        return predictions_from_output(out, batch, labels=self.labels, probs=probs, decisions=decisions,
-                                       thresholds=np.array(self.loaded.thresholds), explain=explain,
-                                       calibrate=self.calibrate)
+        return self.predictions(self.forward(batch, explain=explain, drop_image=drop_image, drop_text=drop_text),
+                                batch, explain=explain)
 
     def predict(self, samples: Sequence[Sample], *, explain: bool = False, batch_size: int = 32,
                 drop_image: bool = False, drop_text: bool = False) -> list[Prediction]:

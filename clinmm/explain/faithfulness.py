@@ -686,6 +686,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
                          n_donors=n_donors if deletion_fill == "healthy" else 0)
     fc = predictor.loaded.config.fusion
     summary["relevance_games"] = {"image": fc.image_relevance_game, "text": fc.text_relevance_game}
+    summary["text_relevance_rollout"] = fc.text_relevance_rollout
     return summary
 
 

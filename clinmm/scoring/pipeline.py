@@ -19,13 +19,12 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clinmm.data.dataset import Batch, Sample, SampleBuilder
 from clinmm.errors import IngestError
-from clinmm.inference import Prediction, Predictor, predictions_from_output
+from clinmm.inference import Prediction, Predictor
 from clinmm.io.status import Status
 from clinmm.scoring.discover import FileHeader, StudyInput, error_message
 from clinmm.scoring.study_check import ScopeRule
@@ -288,21 +287,14 @@ def make_batches(items: Sequence[DecodedStudy], batch_size: int) -> list[list[De
     return [scored[i : i + batch_size] for i in range(0, len(scored), batch_size)]
 
 
-def _predictions(predictor: Predictor, out, batch: Batch, explain: bool) -> list[Prediction]:
-    """Model output → :class:`Prediction` objects (as ``Predictor.predict_batch``, with CPU-side masks)."""
-    probs, decisions = predictor.calibrate(out.logits.float().cpu().numpy())
-    return predictions_from_output(out, batch, labels=predictor.labels, probs=probs, decisions=decisions,
-                                   thresholds=np.array(predictor.loaded.thresholds), explain=explain,
-                                   calibrate=predictor.calibrate)
-
-
 def predict_batches(predictor: Predictor, batches: Sequence[Sequence[DecodedStudy]], *, explain: bool = False,
                     ) -> list[list[Prediction]]:
     """Run the model over ready batches; on CUDA, pinned batches are copied one step ahead on a side stream."""
     device = predictor.loaded.device
     cpu_batches = [predictor.collate([d.sample for d in b]) for b in batches]
     if device.type != "cuda":
-        return [_predictions(predictor, predictor.forward(cb, explain=explain), cb, explain) for cb in cpu_batches]
+        return [predictor.predictions(predictor.forward(cb, explain=explain), cb, explain=explain)
+                for cb in cpu_batches]
     stream = torch.cuda.Stream(device=device)
 
     def upload(cb: Batch):
@@ -320,5 +312,5 @@ def predict_batches(predictor: Predictor, batches: Sequence[Sequence[DecodedStud
         nxt = upload(cpu_batches[i + 1]) if i + 1 < len(cpu_batches) else None
         dev_batch = Batch(inputs=inputs, labels=None, keys=cb.keys, offsets=cb.offsets)
         out = predictor.forward(dev_batch, explain=explain)
-        results.append(_predictions(predictor, out, cb, explain))
+        results.append(predictor.predictions(out, cb, explain=explain))
     return results
