@@ -159,6 +159,9 @@ def note_panel(note: str, result: CaseResult, *, key: str) -> None:
         label = st.selectbox("Highlight evidence for", labels, key=f"{key}_note_label")
         words = remap_words(note, scrubbed, result.note_words[label])
         st.html(render_note_html(scrubbed, words, label=label, vmax=result.text_vmax, standalone=False))
+        st.caption("Highlight: each word's share of what raised the finding's score, carried back from the text "
+                   "model's tokens to the words they drew on; words that argue against the finding stay uncoloured. "
+                   "Measured faithfulness: see the validation report.")
     else:
         st.text(scrubbed)
 
