@@ -59,13 +59,11 @@ def roll_back_relevance(relevance: torch.Tensor, attentions: Sequence[torch.Tens
     device = attentions[0].device
     r = relevance.to(device=device, dtype=torch.float32).view(c, k, length)  # (C, K, L)
     eye = torch.eye(length, device=device)
-    rolled = torch.empty_like(r)
-    for chunk in range(k):  # chunks do not attend to each other
-        m = eye
-        for layer in attentions:  # M = Â_n ⋯ Â_1: output of the last layer ← input tokens
-            a = layer[chunk].float().mean(0)  # (L, L), rows sum to one over real keys (zeros in all-padding chunks)
-            m = (mix * a + (1.0 - mix) * eye) @ m
-        rolled[:, chunk] = r[:, chunk] @ m  # (C, L)
+    m = eye.expand(k, length, length)  # (K, L, L); chunks do not attend to each other
+    for layer in attentions:  # M = Â_n ⋯ Â_1: output of the last layer ← input tokens
+        a = layer.float().mean(1)  # (K, L, L), rows sum to one over real keys (zeros in all-padding chunks)
+        m = (mix * a + (1.0 - mix) * eye) @ m
+    rolled = torch.einsum("ckl,klm->ckm", r, m)  # (C, K, L)
     flat = rolled.reshape(c, k * length).cpu()  # (C, K*L)
     keep_f = keep.reshape(-1).bool().cpu()
     real_f = attention_mask.reshape(-1).bool().cpu()
