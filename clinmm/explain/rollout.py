@@ -7,9 +7,9 @@ the state at "of" in "shortness of breath", or at the "." after "Febrile", can c
 words are read by a clinician as *input* words, so the relevance is rolled back through the encoder (attention
 rollout, Abnar & Zuidema, 2020): per layer the token mixing is ``Â = mix · mean_heads(A) + (1 − mix) · I`` (each row
 sums to one; ``I`` is the residual path), and the relevance of the input tokens is ``r_in = r_out · Â_n ⋯ Â_1``.
-Rolling back keeps each label's sum (the logit minus the logit without the note) over all tokens, but fusion reads
-no copy of ``[CLS]`` / ``[SEP]``, and what the encoder's attention sends there is dropped: the words' values add up
-to a little less.
+Rolling back keeps each label's sum (the logit minus the logit without the note): what the encoder's attention sends
+to any ``[CLS]`` / ``[SEP]`` lands on the first window's ``[CLS]``, the one special token fusion reads (it stands for
+the note as a whole, :class:`~clinmm.text.tokenize.NoteTokenizer`), and no word shows it.
 
 ``mix`` is the weight of the attention against the residual stream. The usual 0.5 spreads the relevance too far: on
 the demo set's validation split a top-3 word fell inside the evidence span less often with it (78 %, and 22 % at 0.8)
@@ -41,8 +41,8 @@ def roll_back_relevance(relevance: torch.Tensor, attentions: Sequence[torch.Tens
         mix: weight of the attention against the residual, ``0 ≤ mix < 1`` (0 returns ``relevance`` unchanged).
 
     Returns:
-        (C, K*L) float32 on ``relevance``'s device: the rolled-back relevance on kept copies (zero elsewhere; what
-        reaches special tokens is dropped).
+        (C, K*L) float32 on ``relevance``'s device: the rolled-back relevance on kept copies (zero elsewhere). A
+        token copy with no kept copy of its span (a special token when no ``[CLS]`` is kept) loses what reached it.
 
     Raises:
         ValueError: ``mix`` outside ``[0, 1)`` or shapes that do not agree.

@@ -28,7 +28,7 @@ def _one_hot_rows(length: int, moves: dict[int, int]) -> torch.Tensor:
 def _chunk(length: int = 5):
     am = torch.ones(1, length, dtype=torch.long)
     keep = torch.ones(1, length, dtype=torch.bool)
-    keep[0, 0] = keep[0, -1] = False  # [CLS] … [SEP] are never read by fusion
+    keep[0, 0] = keep[0, -1] = False  # no special token kept (the tokenizer keeps the first window's [CLS]; below)
     offsets = torch.tensor([[[0, 0]] + [[3 * i, 3 * i + 2] for i in range(length - 2)] + [[0, 0]]])
     return am, keep, offsets
 
@@ -70,6 +70,18 @@ def test_sum_is_kept_except_what_reaches_special_tokens():
     assert torch.allclose(out[:, 1:4], full[:, 1:4], atol=1e-6)
     assert torch.all(out[:, [0, 4]] == 0)
     assert torch.allclose(out.sum(1) + full[:, [0, 4]].sum(1), rel.sum(1), atol=1e-6)
+
+
+def test_with_the_first_cls_kept_the_sum_is_kept_exactly():
+    """As the tokenizer marks it: the first window's [CLS] is read by fusion and collects what reaches any special."""
+    am, keep, offsets = _chunk()
+    keep[0, 0] = True
+    rel = torch.tensor([[0.0, 0.3, -0.1, 0.4, 0.0], [0.0, -0.2, 0.6, 0.1, 0.0]])
+    att = [_one_hot_rows(5, {1: 4, 3: 0})]  # two tokens read [SEP] and [CLS]
+    out = roll_back_relevance(rel, att, attention_mask=am, keep=keep, offsets=offsets, mix=0.5)
+    assert torch.allclose(out.sum(1), rel.sum(1), atol=1e-6)
+    assert torch.allclose(out[:, 0], 0.5 * (rel[:, 1] + rel[:, 3]))  # [SEP]'s share and [CLS]'s own, on [CLS]
+    assert torch.all(out[:, 4] == 0)
 
 
 def test_a_copy_fusion_does_not_read_hands_its_relevance_to_the_kept_copy():
