@@ -424,24 +424,59 @@ def compare(
                                                       "freezing it and caching its features.")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="`pretrain-contrastive` output to start from.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Comma-separated training seeds: one run per seed in OUT/seed_<s> (a finished seed is kept), then "
+             "the checks on the seed-mean AUROC in OUT/pooled.md.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Fusion ablation: every method on the same split and budget; test AUROC, paired bootstrap, missing modality."""
     _setup(verbose)
     from clinmm.compare import compare as run
+    from clinmm.compare_pool import compare_over_seeds
     from clinmm.errors import ClinmmError
 
     try:
         cfg = _config(config, demo=demo)
         if epochs is not None:
             cfg.train.epochs = epochs
-        result = run(manifest, out, config=cfg, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-                     cache_text=not fine_tune_text, max_train=max_train, max_val=max_val, init_from=init_from,
-                     n_boot=n_boot)
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+        kwargs = dict(cache_text=not fine_tune_text, max_train=max_train, max_val=max_val, init_from=init_from,
+                      n_boot=n_boot)
+        if seeds is not None:
+            try:
+                seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+            except ValueError:
+                _fail(f"--seeds: expected comma-separated integers, got {seeds!r}")
+            pooled = compare_over_seeds(manifest, out, config=cfg, seeds=seed_list, methods=chosen, **kwargs)
+            typer.echo((out / "pooled.md").read_text(encoding="utf-8"))
+            typer.echo(json.dumps(pooled.checks, indent=2, default=float))
+            return
+        result = run(manifest, out, config=cfg, methods=chosen, **kwargs)
     except ClinmmError as err:
         _fail(str(err))
     typer.echo((out / "ablation.md").read_text(encoding="utf-8"))
     typer.echo(json.dumps(result.checks, indent=2, default=float))
+
+
+@app.command("compare-pool")
+def compare_pool(
+    runs: Annotated[list[Path], typer.Argument(help="`clinmm compare` output folders (different seeds, same "
+                                                    "test studies; a seed may span several folders).")],
+    out: Annotated[Path, typer.Option(help="Folder for pooled.json and pooled.md.")],
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Pool fusion-ablation runs made with different training seeds: seed-mean AUROC ± sd and the checks on it."""
+    _setup(verbose)
+    from clinmm.compare_pool import pool_compare_runs
+    from clinmm.errors import ClinmmError
+
+    try:
+        pooled = pool_compare_runs(runs, out, n_boot=n_boot)
+    except ClinmmError as err:
+        _fail(str(err))
+    typer.echo((out / "pooled.md").read_text(encoding="utf-8"))
+    typer.echo(json.dumps(pooled.checks, indent=2, default=float))
 
 
 def main() -> None:  # pragma: no cover - console entry point convenience

@@ -35,6 +35,7 @@ __all__ = [
     "IMAGE_LABELS",
     "TEXT_LABELS",
     "CompareResult",
+    "check_rows",
     "compare",
     "paired_bootstrap_delta",
     "render_markdown",
@@ -67,18 +68,23 @@ def paired_bootstrap_delta(y_true: np.ndarray, score_a: np.ndarray, score_b: np.
 
     Args:
         y_true: (n,) 1 / 0 / NaN.
-        score_a: (n,) scores of model a.
-        score_b: (n,) scores of model b.
+        score_a: (n,) scores of model a, or (S, n): the scores of S models of method a (e.g. one per training seed),
+            whose AUROCs are averaged — every replicate resamples the same patients for all of them.
+        score_b: (n,) or (S', n) scores of model(s) b, likewise.
         patient_ids: (n,) patient of each study (resampled as a unit).
         n_boot: replicates.
         seed: bootstrap seed.
 
     Returns:
-        ``delta`` (point), ``lower_95_one_sided`` (5th percentile), ``ci95`` (2.5th, 97.5th), ``n``.
+        ``delta`` (point), ``lower_95_one_sided`` (5th percentile), ``ci95`` (2.5th, 97.5th), ``n``. With several
+        models per side the interval covers the test sample's uncertainty about the mean over those models, not the
+        spread of a further training seed.
     """
     known = ~np.isnan(y_true)
     y = y_true[known].astype(int)
-    a, b, pid = score_a[known], score_b[known], np.asarray(patient_ids)[known]
+    a = np.atleast_2d(np.asarray(score_a))[:, known]  # (S, n)
+    b = np.atleast_2d(np.asarray(score_b))[:, known]  # (S', n)
+    pid = np.asarray(patient_ids)[known]
     nan = float("nan")
     if len(np.unique(y)) < 2:  # AUROC undefined on this split
         return {"delta": nan, "lower_95_one_sided": nan, "ci95": [nan, nan], "n": int(known.sum()), "n_boot": 0}
@@ -86,10 +92,11 @@ def paired_bootstrap_delta(y_true: np.ndarray, score_a: np.ndarray, score_b: np.
     pos_patients = set(pid[y == 1])
     strata = np.array([p in pos_patients for p in pid])
     w = patient_bootstrap_weights(pid, strata, n_boot=n_boot, rng=np.random.default_rng(seed))  # (R, n)
-    ra, rb = rank_auroc(y, a, w), rank_auroc(y, b, w)  # (R,) each
+    ra = np.mean([rank_auroc(y, row, w) for row in a], axis=0)  # (R,)
+    rb = np.mean([rank_auroc(y, row, w) for row in b], axis=0)  # (R,)
     diff = ra - rb
     diff = diff[~np.isnan(diff)]  # replicates that drew one class only are dropped
-    point = float(rank_auroc(y, a) - rank_auroc(y, b))
+    point = float(np.mean([rank_auroc(y, row) for row in a]) - np.mean([rank_auroc(y, row) for row in b]))
     if diff.size == 0:
         return {"delta": point, "lower_95_one_sided": nan, "ci95": [nan, nan], "n": int(known.sum()), "n_boot": 0}
     return {"delta": point, "lower_95_one_sided": float(np.percentile(diff, 5)),
@@ -142,10 +149,11 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
     t_cache = 0.0
     shared_cache = None
     warmup = None
-    if config.text.warmup_epochs > 0 and cache_text:
+    reads_notes = any(m != "image_only" for m in methods)  # an image-only run needs no warm-up or note features
+    if config.text.warmup_epochs > 0 and cache_text and reads_notes:
         # the text warm-up prepares the shared encoder once: the text_only and fused models read the same features
         warmup = warm_up_text_encoder(text_encoder, samples["train"], samples["val"], config=config, device=device)
-    if cache_text:  # one encoding pass for every method: the models share the frozen encoder and its cache
+    if cache_text and reads_notes:  # one encoding pass for every method: they share the frozen encoder and its cache
         from clinmm.models.text_cache import FrozenTextCache, encoder_fingerprint
 
         tc = time.perf_counter()
@@ -281,15 +289,22 @@ def render_markdown(result: CompareResult) -> str:
             vals = [fa[mode][lab] for lab in labels]
             lines.append(f"| {title} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.nanmean(vals):.3f} | | |")
     if result.checks:
-        lines += ["", "| check | value | criterion | pass |", "|---|---|---|---|"]
-        for name, c in result.checks.items():
-            if name.startswith("fused_vs_single"):
-                value = (f"Δ {c['delta']:+.3f} vs {c['best_single']} (one-sided 95 % lower bound "
-                         f"{c['lower_95_one_sided']:+.3f}, n={c['n']})")
-            else:
-                value = f"Δ {c['delta']:+.3f} ({c['full']:.3f} → {c.get('no_text', c.get('no_image')):.3f})"
-            lines.append(f"| {name} | {value} | {c['criterion']} | {'PASS' if c['pass'] else 'FAIL'} |")
+        lines += ["", "| check | value | criterion | pass |", "|---|---|---|---|", *check_rows(result.checks)]
     return "\n".join(lines) + "\n"
+
+
+def check_rows(checks: dict[str, dict]) -> list[str]:
+    """Markdown table rows (check | value | criterion | pass) for the checks of :func:`compare`."""
+    rows = []
+    for name, c in checks.items():
+        if name.startswith("fused_vs_single"):
+            value = (f"Δ {c['delta']:+.3f} vs {c['best_single']} (one-sided 95 % lower bound "
+                     f"{c['lower_95_one_sided']:+.3f}, n={c['n']})")
+        else:
+            value = f"Δ {c['delta']:+.3f} ({c['full']:.3f} → {c.get('no_text', c.get('no_image')):.3f})"
+        criterion = c["criterion"].replace("|", "\\|")  # "|delta|" must not end the table cell
+        rows.append(f"| {name} | {value} | {criterion} | {'PASS' if c['pass'] else 'FAIL'} |")
+    return rows
 
 
 def _write(out: Path, result: CompareResult, labels: list[str]) -> None:

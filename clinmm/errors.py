@@ -12,6 +12,7 @@ __all__ = [
     "TextModelError",
     "ScoringError",
     "ScopeError",
+    "CompareError",
 ]
 
 
@@ -46,6 +47,11 @@ class ScoringError(ClinmmError):
 class ScopeError(ClinmmError, ValueError):
     """A study lies outside what the model was trained on (modality, view, body part); it is not explained or scored
     unless the caller forces it."""
+
+
+class CompareError(ClinmmError, ValueError):
+    """Fusion-ablation runs cannot be pooled (a folder is not a finished ``clinmm compare`` output, or the runs differ
+    in their test studies or configuration)."""
 
 
 class IngestError(ClinmmError):

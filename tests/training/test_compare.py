@@ -54,3 +54,21 @@ def test_compare_end_to_end(tmp_path, tiny_text_dir):
     from clinmm.checkpoint import load_checkpoint
 
     load_checkpoint(tmp_path / "cross_attention_ckpt")  # a normal, verifiable checkpoint
+
+
+@pytest.mark.skipif(not TINY.is_file(), reason="sample_data/tiny is not in this checkout")
+def test_compare_over_seeds_resumes(tmp_path, tiny_text_dir):
+    from clinmm.compare_pool import compare_over_seeds
+
+    cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8)
+    trio = ("cross_attention", "image_only", "text_only")
+    pooled = compare_over_seeds(TINY, tmp_path, config=cfg, seeds=[3, 4], methods=trio, n_boot=50, progress=False)
+    assert pooled.methods["cross_attention"]["seeds"] == [3, 4] and set(pooled.per_seed_checks) == {"3", "4"}
+    for s in (3, 4):
+        assert json.loads((tmp_path / f"seed_{s}" / "results.json").read_text())["setup"]["seed"] == s
+    assert (tmp_path / "pooled.md").is_file()
+    stamp = (tmp_path / "seed_3" / "results.json").stat().st_mtime_ns
+    (tmp_path / "seed_4" / "results.json").unlink()  # as if seed 4 had been interrupted
+    again = compare_over_seeds(TINY, tmp_path, config=cfg, seeds=[3, 4], methods=trio, n_boot=50, progress=False)
+    assert (tmp_path / "seed_3" / "results.json").stat().st_mtime_ns == stamp  # a finished seed is kept
+    assert again.methods["text_only"]["seeds"] == [3, 4]
