@@ -133,6 +133,8 @@ class FusionConfig:
             ``0`` shows the relevance of the contextual tokens as they are. Only the explanation depends on it.
         separate_note_attention: the note is read by label queries and attention of its own, not those that read
             the image (cross_attention only), so that ``train.note_branch_epochs`` holds all of the note's reading.
+        note_pool: cross_attention also reads the note as ``text_only`` does (mean and max of its tokens, projected)
+            and adds that to every label's note summary; its tokens' relevance covers both readings.
     """
 
     method: Literal["cross_attention", "concat", "gated", "image_only", "text_only"] = "cross_attention"
@@ -147,6 +149,7 @@ class FusionConfig:
     text_relevance_game: RelevanceGame = "visible"
     text_relevance_rollout: float = 0.25
     separate_note_attention: bool = False
+    note_pool: bool = False
 
 
 @dataclass

@@ -121,10 +121,13 @@ class CrossAttentionFusion(nn.Module):
             apart where they share them). Then everything that reads the note is in :meth:`note_parameters`, so
             ``train.note_branch_epochs`` can hold the note's reading while the image's trains on; with the shared
             attention a held note branch still drifts with it.
+        note_pool: also read the note as ``text_only`` does — the masked mean and max of its tokens, projected
+            (:class:`MeanMaxPool`) — and add that vector to every label's note summary. A missing note gives the
+            pool of nothing (the projection's bias), beside the stand-in.
     """
 
     def __init__(self, *, num_labels: int, dim: int, heads: int, dropout: float,
-                 separate_note_attention: bool = False) -> None:
+                 separate_note_attention: bool = False, note_pool: bool = False) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ConfigError(f"fusion.dim ({dim}) is not a multiple of fusion.heads ({heads})")
@@ -146,6 +149,7 @@ class CrossAttentionFusion(nn.Module):
             self.note_queries = nn.Parameter(torch.randn(num_labels, dim) * 0.02)  # (C, D)
             self.note_key_norm = nn.LayerNorm(dim)
             self.note_attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+        self.note_pool = MeanMaxPool(dim=dim) if note_pool else None
 
     def reader(self, modality: int) -> tuple[torch.Tensor, nn.LayerNorm, nn.MultiheadAttention]:
         """The (C, D) label queries, key normalisation and attention that read modality 0 (image) or 1 (note)."""
@@ -191,6 +195,8 @@ class CrossAttentionFusion(nn.Module):
                                 key_padding_mask=~txt_valid, need_weights=True,
                                 average_attn_weights=False)  # (B, C, D), (B, H, C, Lt+1)
         w_i, w_t = wh_i.mean(1), wh_t.mean(1)  # (B, C, Ni+1), (B, C, Lt+1)
+        if self.note_pool is not None:
+            out_t = out_t + self.note_pool(txt, txt_mask)[:, None, :]  # (B, C, D): the pooled reading, every label
         logits = self._head(queries, out_i, out_t)  # (B, C)
         part_i = self.mix_image(out_i)  # (B, C, D): the image summary's contribution
         part_t = self.mix_text(out_t)  # (B, C, D): the note summary's contribution
@@ -207,8 +213,8 @@ class CrossAttentionFusion(nn.Module):
             with torch.no_grad():
                 rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True,
                                              game=image_game)  # (B, C, Ni)
-                rel_t = self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False,
-                                             game=text_game)  # (B, C, Lt)
+                rel_t = self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False, game=text_game,
+                                             pool_tokens=txt)  # (B, C, Lt)
             rel = torch.cat([rel_i, rel_t], dim=-1).to(logits.dtype)  # (B, C, Ni+Lt)
         return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share,
                             relevance=rel)
@@ -219,6 +225,8 @@ class CrossAttentionFusion(nn.Module):
         params = list(self.mix_text.parameters())
         if self.separate_note_attention:
             params += [self.note_queries, *self.note_key_norm.parameters(), *self.note_attn.parameters()]
+        if self.note_pool is not None:
+            params += list(self.note_pool.parameters())
         return params
 
     def _head(self, queries: torch.Tensor, out_i: torch.Tensor, out_t: torch.Tensor) -> torch.Tensor:
@@ -230,7 +238,8 @@ class CrossAttentionFusion(nn.Module):
 
     def token_relevance(self, queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor,
                         other_out: torch.Tensor, *, image: bool, permutations: int = 32,
-                        max_prefixes: int = 4096, seed: int = 0, game: RelevanceGame = "visible") -> torch.Tensor:
+                        max_prefixes: int = 4096, seed: int = 0, game: RelevanceGame = "visible",
+                        pool_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Each key token's Shapley value for each label's logit: the players are this modality's tokens, the other
         modality is held as it is, and a coalition's value is the fused logit when only its tokens pass their content.
 
@@ -254,6 +263,10 @@ class CrossAttentionFusion(nn.Module):
         for a long note so that orderings × tokens stays within ``max_prefixes`` (each prefix is one pass of the head;
         at least one pair). The values add up exactly to the logit minus the logit with the modality missing.
 
+        With ``note_pool`` the note's coalition also sets the pooled reading: the mean and max over the coalition's
+        tokens (cumulative over a prefix as well), whatever the game — an absent token is left out of the pool, and
+        the empty set pools nothing, as a missing note does.
+
         Unlike the gradient at the output (attention × gradient, Chefer et al., 2021) this needs no linearisation of
         the head, which normalises (LayerNorm) and saturates; unlike hiding one token at a time it gives two mentions
         that say the same thing a share each instead of nearly nothing. A negated mention the query reads gets a
@@ -270,6 +283,8 @@ class CrossAttentionFusion(nn.Module):
             max_prefixes: bound on orderings × tokens per study and modality (the cost).
             seed: seed of the sampled orderings.
             game: ``"replace"`` or ``"visible"``, as above.
+            pool_tokens: (B, N, D) the note's tokens before key normalisation, for the pooled reading (used only
+                for the note of a fusion with ``note_pool``).
 
         Returns:
             (B, C, N) Shapley value per label and token (0 for padding and for a missing modality).
@@ -301,6 +316,9 @@ class CrossAttentionFusion(nn.Module):
             e = torch.exp(scores - scores.amax(-1, keepdim=True))  # (H, C, n); double: no underflow in practice
             v_stand = F.linear(keys[i, -1:], w_v, b_v)  # (1, D): the stand-in's value
             missing = attn.out_proj(v_stand).expand(1, c, d)  # stand-in output
+            pooled = not image and self.note_pool is not None and pool_tokens is not None
+            if pooled:  # the pool of nothing, as for a missing note
+                missing = missing + self.note_pool.proj(keys.new_zeros(1, 1, 2 * d))
             empty = head(queries[i : i + 1], missing, other_out[i : i + 1])[0]  # (C,)
             gen = torch.Generator().manual_seed(seed)  # per study: its orderings do not depend on the batch
             orders = _orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(keys.device)
@@ -316,6 +334,11 @@ class CrossAttentionFusion(nn.Module):
                 moved = torch.einsum("khcn,knhe->knche", w_o, (values - vs)[orders])  # (K, n, C, H, dh)
                 prefix_mix = vs + moved.cumsum(1)  # (K, n, C, H, dh)
             prefix_out = attn.out_proj(prefix_mix.reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
+            if pooled:  # the mean and max over each prefix's tokens
+                tok = pool_tokens[i, idx].double()[orders]  # (K, n, D)
+                mean = tok.cumsum(1) / torch.arange(1, n + 1, device=keys.device, dtype=tok.dtype)[None, :, None]
+                stats = torch.cat([mean, tok.cummax(1).values], dim=-1).to(keys.dtype)  # (K, n, 2D)
+                prefix_out = prefix_out + self.note_pool.proj(stats).reshape(k * n, 1, d)
             prefix = head(queries[i].expand(k * n, c, d), prefix_out, other_out[i].expand(k * n, c, d))
             prefix = prefix.double().view(k, n, c)  # (K, n, C): the logit after each prefix
             before = torch.cat([empty.double().expand(k, 1, c), prefix[:, :-1]], dim=1)  # (K, n, C)
@@ -399,7 +422,8 @@ def build_fusion(config: FusionConfig, *, num_labels: int) -> nn.Module:
     """The fusion module named by ``config.method``."""
     if config.method == "cross_attention":
         return CrossAttentionFusion(num_labels=num_labels, dim=config.dim, heads=config.heads, dropout=config.dropout,
-                                    separate_note_attention=config.separate_note_attention)
+                                    separate_note_attention=config.separate_note_attention,
+                                    note_pool=config.note_pool)
     if config.method == "concat":
         return ConcatFusion(num_labels=num_labels, dim=config.dim, dropout=config.dropout)
     if config.method == "gated":

@@ -227,13 +227,13 @@ def _sharpen(fusion):
             fusion.note_queries.mul_(30.0)
 
 
-@pytest.mark.parametrize("separate", [False, True])
-def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tokens(separate):
+@pytest.mark.parametrize("separate,pool", [(False, False), (True, False), (True, True)])
+def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tokens(separate, pool):
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0,
-                                  separate_note_attention=separate).eval()
+    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0, separate_note_attention=separate,
+                                  note_pool=pool).eval()
     _sharpen(fusion)
     b, ni, lt = 4, 4, 5
     img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
@@ -255,14 +255,15 @@ def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tok
     torch.testing.assert_close(out.logits, fusion(img, img_mask, txt, txt_mask).logits)
 
 
-@pytest.mark.parametrize("game", ["replace", "visible"])
-def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game):
+@pytest.mark.parametrize("game,pool", [("replace", False), ("visible", False), ("replace", True)])
+def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game, pool):
     """With more tokens than orderings the values are sampled, but every ordering telescopes, so each modality's values
     still add up to the logit minus the logit without that modality; and they are reproducible."""
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(4)
-    fusion = CrossAttentionFusion(num_labels=2, dim=32, heads=4, dropout=0.0).eval()
+    fusion = CrossAttentionFusion(num_labels=2, dim=32, heads=4, dropout=0.0, separate_note_attention=pool,
+                                  note_pool=pool).eval()
     with torch.no_grad():
         fusion.head_weight.mul_(50.0)
     b, ni, lt = 2, 16, 40
