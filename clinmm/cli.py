@@ -448,6 +448,10 @@ def compare(
             except ValueError:
                 _fail(f"--seeds: expected comma-separated integers, got {seeds!r}")
             pooled = compare_over_seeds(manifest, out, config=cfg, seeds=seed_list, methods=chosen, **kwargs)
+            if pooled is None:
+                typer.echo(f"ran {', '.join(chosen)} for seeds {seeds} in {out}/seed_<s>; pool them with runs of "
+                           "the other methods: clinmm compare-pool")
+                return
             typer.echo((out / "pooled.md").read_text(encoding="utf-8"))
             typer.echo(json.dumps(pooled.checks, indent=2, default=float))
             return

@@ -205,8 +205,10 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
 
 def compare_over_seeds(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig, seeds: Sequence[int],
                        methods: Sequence[str] = ("cross_attention", "image_only", "text_only"), n_boot: int = 2000,
-                       **compare_kwargs) -> PooledCompare:
-    """Run :func:`clinmm.compare.compare` once per training seed into ``out/seed_<s>/``, then pool them into ``out/``.
+                       **compare_kwargs) -> PooledCompare | None:
+    """Run :func:`clinmm.compare.compare` once per training seed into ``out/seed_<s>/``, then pool them into ``out/``
+    when ``methods`` holds cross_attention, image_only and text_only (otherwise return None: pool the seed folders
+    with others by :func:`pool_compare_runs`).
 
     A seed folder whose ``results.json`` already lists every method in ``methods`` is kept as it is (so an
     interrupted run resumes at the first unfinished seed; an unfinished seed is run again whole).
@@ -239,6 +241,10 @@ def compare_over_seeds(manifest_path: str | Path, out: str | Path, *, config: Cl
         cfg = copy.deepcopy(config)
         cfg.train.seed = s
         compare(manifest_path, folder, config=cfg, methods=tuple(methods), n_boot=n_boot, **compare_kwargs)
+    if not {"cross_attention", "image_only", "text_only"} <= set(methods):
+        logger.info("compare_over_seeds: %s only; pool these folders with runs of the other methods "
+                    "(clinmm compare-pool)", ", ".join(methods))
+        return None
     return pool_compare_runs(folders, out, n_boot=n_boot, seed=0)
 
 
