@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 # explanations (never a prediction), the device and the number of data-loading workers.
 _MAY_DIFFER = {"train.seed", "train.device", "train.num_workers", "fusion.text_relevance_rollout",
                "fusion.image_relevance_game", "fusion.text_relevance_game"}
+# Settings only cross_attention reads: they must agree between the runs of cross_attention, not with the baselines.
+_CROSS_ATTENTION_ONLY = {"fusion.heads", "fusion.separate_note_attention", "fusion.note_pool"}
 _MODES = (("full", "test_auroc"), ("no_text", "test_auroc_no_text"), ("no_image", "test_auroc_no_image"))
 
 
@@ -145,33 +147,38 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
 
     Raises:
         CompareError: a folder is not a finished compare output; the runs were made on different test studies or
-            with configurations that differ in more than the seed (or in settings that change only explanations);
-            a (seed, method) pair appears twice; cross_attention, image_only or text_only has no run.
+            with configurations that differ in more than the seed (settings that change only explanations may
+            differ, and settings only cross_attention reads need agree only between its runs); a (seed, method)
+            pair appears twice; cross_attention, image_only or text_only has no run.
     """
     folders = [Path(r) for r in runs]
     if not folders:
         raise CompareError("pool_compare_runs: no run folders given")
     by_method: dict[str, dict[int, dict]] = {}
     train_seconds: dict[str, dict[int, float]] = {}
-    ref = None  # (folder, labels, y, patient ids, flat config)
+    ref = None  # (folder, labels, y, patient ids, flat config without the cross_attention-only keys)
+    ref_method: dict[str, tuple[Path, dict]] = {}  # per method: the first folder and its whole flat config
     for folder in folders:
         results, preds = _load_run(folder)
         setup = results.get("setup", {})
         run_seed = int(setup.get("seed", setup.get("config", {}).get("train", {}).get("seed", 0)))
         config = {k: v for k, v in _flat(setup.get("config", {})).items() if k not in _MAY_DIFFER}
         for method, p in preds.items():
+            shared = {k: v for k, v in config.items() if k not in _CROSS_ATTENTION_ONLY}
             if ref is None:
-                ref = (folder, results["labels"], p["y"], p["patient"], config)
+                ref = (folder, results["labels"], p["y"], p["patient"], shared)
+            first, own = ref_method.setdefault(method, (folder, config))
             if results["labels"] != ref[1]:
                 raise CompareError(f"{folder}: labels {results['labels']} differ from {ref[0]}'s {ref[1]}")
             if p["y"].shape != ref[2].shape or not np.array_equal(p["y"], ref[2], equal_nan=True) \
                     or not np.array_equal(p["patient"], ref[3]):
                 raise CompareError(f"{folder}: {method}'s test studies differ from {ref[0]}'s (the runs must use "
                                    "the same manifest and test split)")
-            diff = sorted(k for k in set(config) | set(ref[4]) if config.get(k) != ref[4].get(k))
-            if diff:
-                raise CompareError(f"{folder}: configuration differs from {ref[0]}'s in more than the seed: "
-                                   f"{', '.join(diff[:6])}")
+            for other, want, have in ((ref[0], ref[4], shared), (first, own, config)):
+                diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+                if diff:
+                    raise CompareError(f"{folder}: {method}'s configuration differs from {other}'s in more than the "
+                                       f"seed: {', '.join(diff[:6])}")
             seen = by_method.setdefault(method, {})
             if run_seed in seen:
                 raise CompareError(f"{folder}: {method} with seed {run_seed} is also in {seen[run_seed]['folder']}")

@@ -119,6 +119,13 @@ def test_runs_that_differ_are_refused(tmp_path):
     cfg = {"train": {"seed": 2, "epochs": 20}, "fusion": {"dim": 128}}
     with pytest.raises(CompareError, match="train.epochs"):
         pool_compare_runs([base, _run(tmp_path / "c", seed=2, methods=trio, y=y, pids=pids, config=cfg)])
+    # a setting only cross_attention reads may differ from the baselines' runs, not between cross_attention runs
+    pooled_cfg = {"train": {"seed": 3, "epochs": 40}, "fusion": {"dim": 128, "note_pool": True}}
+    fused_only = _run(tmp_path / "f", seed=3, methods=("cross_attention",), y=y, pids=pids, config=pooled_cfg)
+    baselines = _run(tmp_path / "g", seed=0, methods=("image_only", "text_only"), y=y, pids=pids)
+    assert pool_compare_runs([baselines, fused_only], n_boot=20).methods["cross_attention"]["seeds"] == [3]
+    with pytest.raises(CompareError, match="cross_attention's configuration differs .* fusion.note_pool"):
+        pool_compare_runs([base, fused_only], n_boot=20)
     with pytest.raises(CompareError, match="seed 0 is also in"):
         pool_compare_runs([base, _run(tmp_path / "d", seed=0, methods=("text_only",), y=y, pids=pids)])
     with pytest.raises(CompareError, match="no run of image_only"):
