@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinmm.compare import BOTH_LABELS, IMAGE_LABELS, TEXT_LABELS, check_rows, paired_bootstrap_delta
+from clinmm.compare import BOTH_LABELS, IMAGE_LABELS, TEXT_LABELS, check_rows, compare, paired_bootstrap_delta
 from clinmm.config import ClinmmConfig
 from clinmm.errors import CompareError
 from clinmm.metrics import known_auroc
@@ -226,8 +226,6 @@ def compare_over_seeds(manifest_path: str | Path, out: str | Path, *, config: Cl
         out: folder for the seed folders, ``pooled.json`` and ``pooled.md``.
         seeds: training seeds (at least one; distinct).
     """
-    from clinmm.compare import compare
-
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise CompareError(f"compare_over_seeds: seeds must be distinct and at least one, got {seeds}")
