@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinmm.compare import BOTH_LABELS, IMAGE_LABELS, TEXT_LABELS, check_rows, compare, paired_bootstrap_delta
+from clinmm.compare import acceptance_checks, check_rows, compare
 from clinmm.config import ClinmmConfig
 from clinmm.errors import CompareError
 from clinmm.metrics import known_auroc
@@ -99,33 +99,10 @@ def _spread(values: list[float]) -> dict:
             "per_seed": [float(x) for x in v]}
 
 
-def _checks_for(labels: list[str], scores: dict[str, dict[str, np.ndarray]], auroc: dict[str, dict],
-                y: np.ndarray, pids: np.ndarray, *, n_boot: int, seed: int) -> dict:
-    """The issue-6 checks on ``scores[method][mode]`` (S, n, C) (AUROC averaged over the S rows)."""
-    checks: dict[str, dict] = {}
-    for c, lab in enumerate(labels):
-        best = max(("image_only", "text_only"),
-                   key=lambda k: -1.0 if np.isnan(auroc[k]["test_auroc"][lab]["mean"])
-                   else auroc[k]["test_auroc"][lab]["mean"])
-        boot = paired_bootstrap_delta(y[:, c], scores["cross_attention"]["full"][:, :, c],
-                                      scores[best]["full"][:, :, c], pids, n_boot=n_boot, seed=seed)
-        entry = {"best_single": best, **boot}
-        if lab in BOTH_LABELS:
-            entry["criterion"], entry["pass"] = "delta >= 0.05", bool(boot["delta"] >= 0.05)
-        else:
-            entry["criterion"] = "one-sided 95% lower bound >= -0.02"
-            entry["pass"] = bool(boot["lower_95_one_sided"] >= -0.02)
-        checks[f"fused_vs_single:{lab}"] = entry
-    fa = auroc["cross_attention"]
-    for lab in labels:
-        for group, mode, key in ((IMAGE_LABELS, "no_text", "notes_removed"), (TEXT_LABELS, "no_image",
-                                                                               "images_removed")):
-            if lab in group:
-                full, dropped = fa["test_auroc"][lab]["mean"], fa[f"test_auroc_{mode}"][lab]["mean"]
-                checks[f"{key}:{lab}"] = {"full": full, mode: dropped, "delta": dropped - full,
-                                          "criterion": "|delta| <= 0.02 (or better)",
-                                          "pass": bool(dropped - full >= -0.02)}
-    return checks
+def _means(aurocs: dict) -> dict:
+    """{method: {mode key: {label: spread}}} → the same with the seed-mean AUROC only."""
+    return {m: {key: {lab: v["mean"] for lab, v in per.items()} for key, per in r.items() if key.startswith("test_")}
+            for m, r in aurocs.items()}
 
 
 def _aurocs(labels: list[str], y: np.ndarray, stacked: dict[str, np.ndarray]) -> dict:
@@ -195,12 +172,13 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
         stacked[method] = {mode: np.stack([per_seed[s][mode] for s in seeds]) for mode, _ in _MODES}  # (S, n, C)
         result.methods[method] = {"seeds": seeds, **_aurocs(labels, y, stacked[method]),
                                   "train_seconds": [train_seconds[method][s] for s in seeds]}
-    result.checks = _checks_for(labels, stacked, result.methods, y, pids, n_boot=n_boot, seed=seed)
+    result.checks = acceptance_checks(labels, stacked, _means(result.methods), y, pids, n_boot=n_boot, seed=seed)
     trio = ("cross_attention", "image_only", "text_only")
     for s in sorted(set.intersection(*(set(by_method[m]) for m in trio))):
         one = {m: {mode: by_method[m][s][mode][None] for mode, _ in _MODES} for m in trio}  # (1, n, C)
-        result.per_seed_checks[str(s)] = _checks_for(labels, one, {m: _aurocs(labels, y, one[m]) for m in trio},
-                                                     y, pids, n_boot=n_boot, seed=seed)
+        result.per_seed_checks[str(s)] = acceptance_checks(labels, one, _means({m: _aurocs(labels, y, one[m])
+                                                                                for m in trio}),
+                                                           y, pids, n_boot=n_boot, seed=seed)
     logger.info("pooled %d runs: %s", len(folders), {m: r["seeds"] for m, r in result.methods.items()})
     if out is not None:
         out = Path(out)
