@@ -468,6 +468,8 @@ def compare_pool(
                                                     "test studies; a seed may span several folders).")],
     out: Annotated[Path, typer.Option(help="Folder for pooled.json and pooled.md.")],
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 2000,
+    skip: Annotated[Optional[list[str]], typer.Option(
+        help="FOLDER:METHOD to leave out (repeatable), e.g. a folder's own fused model.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Pool fusion-ablation runs made with different training seeds: seed-mean AUROC ± sd and the checks on it."""
@@ -476,7 +478,7 @@ def compare_pool(
     from clinmm.errors import ClinmmError
 
     try:
-        pooled = pool_compare_runs(runs, out, n_boot=n_boot)
+        pooled = pool_compare_runs(runs, out, n_boot=n_boot, skip=skip or ())
     except ClinmmError as err:
         _fail(str(err))
     typer.echo((out / "pooled.md").read_text(encoding="utf-8"))

@@ -112,7 +112,7 @@ def _aurocs(labels: list[str], y: np.ndarray, stacked: dict[str, np.ndarray]) ->
 
 
 def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, n_boot: int = 2000,
-                      seed: int = 0) -> PooledCompare:
+                      seed: int = 0, skip: Sequence[str] = ()) -> PooledCompare:
     """Pool several ``clinmm compare`` output folders (different training seeds, same test studies).
 
     Args:
@@ -121,6 +121,8 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
         out: folder for ``pooled.json`` and ``pooled.md`` (None: write nothing).
         n_boot: bootstrap replicates.
         seed: bootstrap seed.
+        skip: ``"folder:method"`` entries to leave out (e.g. a folder's own fused model, to pool a variant of the
+            fused model against that folder's baselines).
 
     Raises:
         CompareError: a folder is not a finished compare output; the runs were made on different test studies or
@@ -131,6 +133,12 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
     folders = [Path(r) for r in runs]
     if not folders:
         raise CompareError("pool_compare_runs: no run folders given")
+    skipped = set()
+    for entry in skip:
+        folder, _, method = str(entry).rpartition(":")
+        if Path(folder) not in folders or not method:
+            raise CompareError(f"pool_compare_runs: skip {entry!r} is not FOLDER:METHOD with FOLDER among the runs")
+        skipped.add(f"{Path(folder)}:{method}")
     by_method: dict[str, dict[int, dict]] = {}
     train_seconds: dict[str, dict[int, float]] = {}
     ref = None  # (folder, labels, y, patient ids, flat config without the cross_attention-only keys)
@@ -141,6 +149,8 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
         run_seed = int(setup.get("seed", setup.get("config", {}).get("train", {}).get("seed", 0)))
         config = {k: v for k, v in _flat(setup.get("config", {})).items() if k not in _MAY_DIFFER}
         for method, p in preds.items():
+            if f"{folder}:{method}" in skipped:
+                continue
             shared = {k: v for k, v in config.items() if k not in _CROSS_ATTENTION_ONLY}
             if ref is None:
                 ref = (folder, results["labels"], p["y"], p["patient"], shared)

@@ -126,6 +126,10 @@ def test_runs_that_differ_are_refused(tmp_path):
     assert pool_compare_runs([baselines, fused_only], n_boot=20).methods["cross_attention"]["seeds"] == [3]
     with pytest.raises(CompareError, match="cross_attention's configuration differs .* fusion.note_pool"):
         pool_compare_runs([base, fused_only], n_boot=20)
+    variant = pool_compare_runs([base, fused_only], n_boot=20, skip=[f"{base}:cross_attention"])
+    assert variant.methods["cross_attention"]["seeds"] == [3] and variant.methods["image_only"]["seeds"] == [0]
+    with pytest.raises(CompareError, match="not FOLDER:METHOD"):
+        pool_compare_runs([base], skip=["elsewhere:text_only"])
     with pytest.raises(CompareError, match="seed 0 is also in"):
         pool_compare_runs([base, _run(tmp_path / "d", seed=0, methods=("text_only",), y=y, pids=pids)])
     with pytest.raises(CompareError, match="no run of image_only"):
