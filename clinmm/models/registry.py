@@ -81,32 +81,34 @@ register_backbone(BackboneSpec(
                                                                        out_channels=1)),
     features=_densenet_features, out_channels=1024, head_prefixes=("class_layers.",),
 ))
+
+
+def _register_densenet(name: str, *, init_features: int, growth_rate: int, block_config: tuple[int, ...],
+                       bn_size: int) -> None:
+    """Register a MONAI ``DenseNet`` of this shape; its feature width follows from it (each block adds
+    ``layers × growth_rate`` channels, each transition halves them)."""
+    channels = init_features
+    for i, layers in enumerate(block_config):
+        channels += layers * growth_rate
+        if i < len(block_config) - 1:
+            channels //= 2
+    register_backbone(BackboneSpec(
+        name=name,
+        build=lambda dims, cin, size: _drop_densenet_head(nets.DenseNet(
+            spatial_dims=dims, in_channels=cin, out_channels=1, init_features=init_features, growth_rate=growth_rate,
+            block_config=block_config, bn_size=bn_size)),
+        features=_densenet_features, out_channels=channels, head_prefixes=("class_layers.",),
+    ))
+
+
 # Three dense blocks (stride 16): an 8×8 token grid at 128 px, light enough to train on 2 CPU cores.
-register_backbone(BackboneSpec(
-    name="densenet_small",
-    build=lambda dims, cin, size: _drop_densenet_head(nets.DenseNet(
-        spatial_dims=dims, in_channels=cin, out_channels=1, init_features=32, growth_rate=16, block_config=(4, 8, 8),
-        bn_size=4)),
-    features=_densenet_features, out_channels=216, head_prefixes=("class_layers.",),
-))
+_register_densenet("densenet_small", init_features=32, growth_rate=16, block_config=(4, 8, 8), bn_size=4)
 # About 5× cheaper than densenet_small (0.14 vs 0.64 GFLOP forward+backward per 128 px image): the CPU demo's backbone.
-register_backbone(BackboneSpec(
-    name="densenet_tiny",
-    build=lambda dims, cin, size: _drop_densenet_head(nets.DenseNet(
-        spatial_dims=dims, in_channels=cin, out_channels=1, init_features=16, growth_rate=12, block_config=(3, 6, 6),
-        bn_size=2)),
-    features=_densenet_features, out_channels=121, head_prefixes=("class_layers.",),
-))
+_register_densenet("densenet_tiny", init_features=16, growth_rate=12, block_config=(3, 6, 6), bn_size=2)
 # densenet_tiny without its third dense block (stride 8): a 16×16 token grid at 128 px whose tokens see less of the
 # image (theoretical receptive field 135 px against 335 px), at a little less cost (0.12 against 0.14 GFLOP
 # forward+backward per 128 px image).
-register_backbone(BackboneSpec(
-    name="densenet_tiny_s8",
-    build=lambda dims, cin, size: _drop_densenet_head(nets.DenseNet(
-        spatial_dims=dims, in_channels=cin, out_channels=1, init_features=16, growth_rate=12, block_config=(3, 6),
-        bn_size=2)),
-    features=_densenet_features, out_channels=98, head_prefixes=("class_layers.",),
-))
+_register_densenet("densenet_tiny_s8", init_features=16, growth_rate=12, block_config=(3, 6), bn_size=2)
 
 
 # ----------------------------------------------------------------------------------------------------- ResNet
