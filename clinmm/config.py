@@ -136,6 +136,8 @@ class FusionConfig:
             the image (cross_attention only), so that ``train.note_branch_epochs`` holds all of the note's reading.
         note_pool: cross_attention also reads the note as ``text_only`` does (mean and max of its tokens, projected)
             and adds that to every label's note summary; its tokens' relevance covers both readings.
+        image_pool: the same for the image (mean and max of its tokens added to every label's image summary), so
+            that what the whole image says needs no token to carry it; its tokens' relevance covers both readings.
     """
 
     method: Literal["cross_attention", "concat", "gated", "image_only", "text_only"] = "cross_attention"
@@ -151,6 +153,7 @@ class FusionConfig:
     text_relevance_rollout: float = 0.25
     separate_note_attention: bool = False
     note_pool: bool = False
+    image_pool: bool = False
 
 
 @dataclass

@@ -124,10 +124,13 @@ class CrossAttentionFusion(nn.Module):
         note_pool: also read the note as ``text_only`` does — the masked mean and max of its tokens, projected
             (:class:`MeanMaxPool`) — and add that vector to every label's note summary. A missing note gives the
             pool of nothing (the projection's bias), beside the stand-in.
+        image_pool: the same for the image: the masked mean and max of its tokens, added to every label's image
+            summary, so that what the whole image says reaches the head without the label query having to attend
+            to some token that carries it.
     """
 
     def __init__(self, *, num_labels: int, dim: int, heads: int, dropout: float,
-                 separate_note_attention: bool = False, note_pool: bool = False) -> None:
+                 separate_note_attention: bool = False, note_pool: bool = False, image_pool: bool = False) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ConfigError(f"fusion.dim ({dim}) is not a multiple of fusion.heads ({heads})")
@@ -150,6 +153,7 @@ class CrossAttentionFusion(nn.Module):
             self.note_key_norm = nn.LayerNorm(dim)
             self.note_attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
         self.note_pool = MeanMaxPool(dim=dim) if note_pool else None
+        self.image_pool = MeanMaxPool(dim=dim) if image_pool else None
 
     def reader(self, modality: int) -> tuple[torch.Tensor, nn.LayerNorm, nn.MultiheadAttention]:
         """The (C, D) label queries, key normalisation and attention that read modality 0 (image) or 1 (note)."""
@@ -197,6 +201,8 @@ class CrossAttentionFusion(nn.Module):
         w_i, w_t = wh_i.mean(1), wh_t.mean(1)  # (B, C, Ni+1), (B, C, Lt+1)
         if self.note_pool is not None:
             out_t = out_t + self.note_pool(txt, txt_mask)[:, None, :]  # (B, C, D): the pooled reading, every label
+        if self.image_pool is not None:
+            out_i = out_i + self.image_pool(img, img_mask)[:, None, :]  # (B, C, D)
         logits = self._head(queries, out_i, out_t)  # (B, C)
         part_i = self.mix_image(out_i)  # (B, C, D): the image summary's contribution
         part_t = self.mix_text(out_t)  # (B, C, D): the note summary's contribution
@@ -211,8 +217,8 @@ class CrossAttentionFusion(nn.Module):
         rel = None
         if relevance:
             with torch.no_grad():
-                rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True,
-                                             game=image_game)  # (B, C, Ni)
+                rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True, game=image_game,
+                                             pool_tokens=img)  # (B, C, Ni)
                 rel_t = self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False, game=text_game,
                                              pool_tokens=txt)  # (B, C, Lt)
             rel = torch.cat([rel_i, rel_t], dim=-1).to(logits.dtype)  # (B, C, Ni+Lt)
@@ -263,9 +269,9 @@ class CrossAttentionFusion(nn.Module):
         for a long note so that orderings × tokens stays within ``max_prefixes`` (each prefix is one pass of the head;
         at least one pair). The values add up exactly to the logit minus the logit with the modality missing.
 
-        With ``note_pool`` the note's coalition also sets the pooled reading: the mean and max over the coalition's
-        tokens (cumulative over a prefix as well), whatever the game — an absent token is left out of the pool, and
-        the empty set pools nothing, as a missing note does.
+        With ``note_pool`` (``image_pool``) the coalition also sets the pooled reading: the mean and max over the
+        coalition's tokens (cumulative over a prefix as well), whatever the game — an absent token is left out of the
+        pool, and the empty set pools nothing, as a missing modality does.
 
         Unlike the gradient at the output (attention × gradient, Chefer et al., 2021) this needs no linearisation of
         the head, which normalises (LayerNorm) and saturates; unlike hiding one token at a time it gives two mentions
@@ -283,8 +289,8 @@ class CrossAttentionFusion(nn.Module):
             max_prefixes: bound on orderings × tokens per study and modality (the cost).
             seed: seed of the sampled orderings.
             game: ``"replace"`` or ``"visible"``, as above.
-            pool_tokens: (B, N, D) the note's tokens before key normalisation, for the pooled reading (used only
-                for the note of a fusion with ``note_pool``).
+            pool_tokens: (B, N, D) this modality's tokens before key normalisation, for the pooled reading (used
+                only where this modality is pooled: ``note_pool`` / ``image_pool``).
 
         Returns:
             (B, C, N) Shapley value per label and token (0 for padding and for a missing modality).
@@ -316,9 +322,10 @@ class CrossAttentionFusion(nn.Module):
             e = torch.exp(scores - scores.amax(-1, keepdim=True))  # (H, C, n); double: no underflow in practice
             v_stand = F.linear(keys[i, -1:], w_v, b_v)  # (1, D): the stand-in's value
             missing = attn.out_proj(v_stand).expand(1, c, d)  # stand-in output
-            pooled = not image and self.note_pool is not None and pool_tokens is not None
-            if pooled:  # the pool of nothing, as for a missing note
-                missing = missing + self.note_pool.proj(keys.new_zeros(1, 1, 2 * d))
+            pool = self.image_pool if image else self.note_pool
+            pooled = pool is not None and pool_tokens is not None
+            if pooled:  # the pool of nothing, as for a missing modality
+                missing = missing + pool.proj(keys.new_zeros(1, 1, 2 * d))
             empty = head(queries[i : i + 1], missing, other_out[i : i + 1])[0]  # (C,)
             gen = torch.Generator().manual_seed(seed)  # per study: its orderings do not depend on the batch
             orders = _orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(keys.device)
@@ -338,7 +345,7 @@ class CrossAttentionFusion(nn.Module):
                 tok = pool_tokens[i, idx].double()[orders]  # (K, n, D)
                 mean = tok.cumsum(1) / torch.arange(1, n + 1, device=keys.device, dtype=tok.dtype)[None, :, None]
                 stats = torch.cat([mean, tok.cummax(1).values], dim=-1).to(keys.dtype)  # (K, n, 2D)
-                prefix_out = prefix_out + self.note_pool.proj(stats).reshape(k * n, 1, d)
+                prefix_out = prefix_out + pool.proj(stats).reshape(k * n, 1, d)
             prefix = head(queries[i].expand(k * n, c, d), prefix_out, other_out[i].expand(k * n, c, d))
             prefix = prefix.double().view(k, n, c)  # (K, n, C): the logit after each prefix
             before = torch.cat([empty.double().expand(k, 1, c), prefix[:, :-1]], dim=1)  # (K, n, C)
@@ -423,7 +430,7 @@ def build_fusion(config: FusionConfig, *, num_labels: int) -> nn.Module:
     if config.method == "cross_attention":
         return CrossAttentionFusion(num_labels=num_labels, dim=config.dim, heads=config.heads, dropout=config.dropout,
                                     separate_note_attention=config.separate_note_attention,
-                                    note_pool=config.note_pool)
+                                    note_pool=config.note_pool, image_pool=config.image_pool)
     if config.method == "concat":
         return ConcatFusion(num_labels=num_labels, dim=config.dim, dropout=config.dropout)
     if config.method == "gated":

@@ -227,13 +227,14 @@ def _sharpen(fusion):
             fusion.note_queries.mul_(30.0)
 
 
-@pytest.mark.parametrize("separate,pool", [(False, False), (True, False), (True, True)])
-def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tokens(separate, pool):
+@pytest.mark.parametrize("separate,pool,image_pool", [(False, False, False), (True, False, False),
+                                                      (True, True, False), (False, False, True), (True, True, True)])
+def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tokens(separate, pool, image_pool):
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(0)
     fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0, separate_note_attention=separate,
-                                  note_pool=pool).eval()
+                                  note_pool=pool, image_pool=image_pool).eval()
     _sharpen(fusion)
     b, ni, lt = 4, 4, 5
     img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
@@ -255,7 +256,7 @@ def test_cross_attention_relevance_is_the_exact_shapley_value_of_the_visible_tok
     torch.testing.assert_close(out.logits, fusion(img, img_mask, txt, txt_mask).logits)
 
 
-@pytest.mark.parametrize("game,pool", [("replace", False), ("visible", False), ("replace", True)])
+@pytest.mark.parametrize("game,pool", [("replace", False), ("visible", False), ("replace", True), ("visible", True)])
 def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game, pool):
     """With more tokens than orderings the values are sampled, but every ordering telescopes, so each modality's values
     still add up to the logit minus the logit without that modality; and they are reproducible."""
@@ -263,7 +264,7 @@ def test_sampled_relevance_adds_up_to_the_logit_minus_the_modality_missing(game,
 
     torch.manual_seed(4)
     fusion = CrossAttentionFusion(num_labels=2, dim=32, heads=4, dropout=0.0, separate_note_attention=pool,
-                                  note_pool=pool).eval()
+                                  note_pool=pool, image_pool=pool).eval()
     with torch.no_grad():
         fusion.head_weight.mul_(50.0)
     b, ni, lt = 2, 16, 40
@@ -301,16 +302,22 @@ def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
                 keys = fusion.keys(m, tok[bi : bi + 1], stand)
                 present = bool(mask[bi].any())
                 valid = torch.cat([mask[bi : bi + 1], torch.tensor([[not present]])], dim=1)
-                parts.append((keys, valid))
+                parts.append((keys, valid, tok[bi : bi + 1], mask[bi : bi + 1]))
 
             def output(m, subset):
-                keys, valid = parts[m]
+                keys, valid, tok, mask = parts[m]
                 vals = keys.clone()
                 n = keys.shape[1] - 1
                 out_of_set = [k for k in range(n) if k not in subset]
                 vals[0, out_of_set] = keys[0, n]  # the stand-in's value in place of an absent token's
                 read_q, _, attn = fusion.reader(m)  # the attention that reads modality m
-                return attn(read_q.unsqueeze(0), keys, vals, key_padding_mask=~valid, need_weights=False)[0]
+                out = attn(read_q.unsqueeze(0), keys, vals, key_padding_mask=~valid, need_weights=False)[0]
+                pool = fusion.image_pool if m == 0 else fusion.note_pool
+                if pool is not None:  # the pooled reading of the coalition's tokens only
+                    in_set = mask.clone()
+                    in_set[0, out_of_set] = False
+                    out = out + pool(tok, in_set)[:, None, :]
+                return out
 
             full = [output(0, range(ni)), output(1, range(lt))]
             for m, (mask, offset) in enumerate(((img_mask, 0), (txt_mask, ni))):
@@ -325,15 +332,15 @@ def _brute_force_shapley_replace(fusion, img, img_mask, txt, txt_mask):
     return rel
 
 
-@pytest.mark.parametrize("separate", [False, True])
-def test_replace_game_relevance_is_its_exact_shapley_value(separate):
+@pytest.mark.parametrize("separate,pool", [(False, False), (True, False), (True, True)])
+def test_replace_game_relevance_is_its_exact_shapley_value(separate, pool):
     """The "replace" game: the attention weights stay the full input's and an absent token shows the stand-in's value;
     checked against enumeration through ``nn.MultiheadAttention`` with the value input replaced."""
     from clinmm.models.fusion import CrossAttentionFusion
 
     torch.manual_seed(1)
-    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0,
-                                  separate_note_attention=separate).eval()
+    fusion = CrossAttentionFusion(num_labels=3, dim=32, heads=4, dropout=0.0, separate_note_attention=separate,
+                                  note_pool=pool, image_pool=pool).eval()
     _sharpen(fusion)
     b, ni, lt = 4, 4, 4
     img, txt = torch.randn(b, ni, 32), torch.randn(b, lt, 32)
