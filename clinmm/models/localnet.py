@@ -26,22 +26,29 @@ centred on input pixel ``16 m + 7.5`` — the centre of its cell, where ``clinmm
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
 __all__ = ["LocalNet"]
 
 
-class LocalNet(nn.Sequential):
+class LocalNet(nn.Module):
     """Patchify stem, then residual units and non-overlapping downsamplings (BatchNorm + ReLU throughout).
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
+        image_size: side of the model input; sets the token grid of the position embedding.
         channels: widths of the three stages (stride 4, 8, 16).
+        positions: add a learned embedding of each token's grid position before the last (per-token) stage, so a
+            token knows where it is without seeing farther: a bright blob means "nodule" in a lung and "electrode"
+            on the chest wall. Resampled (bilinear / trilinear) when the input's grid differs.
     """
 
-    def __init__(self, *, spatial_dims: int, in_channels: int, channels: tuple[int, int, int] = (24, 48, 96)) -> None:
+    def __init__(self, *, spatial_dims: int, in_channels: int, image_size: int,
+                 channels: tuple[int, int, int] = (24, 48, 96), positions: bool = True) -> None:
         c1, c2, c3 = channels
         common = {"spatial_dims": spatial_dims, "act": "RELU", "norm": "BATCH"}
         super().__init__()
@@ -55,5 +62,18 @@ class LocalNet(nn.Sequential):
             ResidualUnit(in_channels=c2, out_channels=c2, kernel_size=1, subunits=1, **common)))
         self.add_module("down2", Convolution(in_channels=c2, out_channels=c3, strides=2, kernel_size=2, padding=0,
                                              **common))
+        grid = (max(1, image_size // 16),) * spatial_dims
+        self.position = nn.Parameter(torch.randn(1, c3, *grid) * 0.1) if positions else None  # (1, C, *grid)
         self.add_module("stage3", ResidualUnit(in_channels=c3, out_channels=c3, kernel_size=1, subunits=2, **common))
         self.out_channels = c3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, *spatial) → (B, C, *spatial / 16)."""
+        x = self.down2(self.stage2(self.down1(self.stage1(self.stem(x)))))  # (B, C, *grid)
+        if self.position is not None:
+            pos = self.position
+            if pos.shape[2:] != x.shape[2:]:
+                mode = "bilinear" if x.dim() == 4 else "trilinear"
+                pos = F.interpolate(pos, size=x.shape[2:], mode=mode, align_corners=False)
+            x = x + pos
+        return self.stage3(x)
