@@ -65,8 +65,7 @@ class ImageEncoderConfig:
 
     Args:
         backbone: ``densenet121`` (GPU default), ``densenet_small``, ``densenet_tiny`` (CPU demo),
-            ``densenet_tiny_s8`` (its stride-8 variant), ``localnet_tiny`` (stride 16, each token sees a 48-px
-            window), ``resnet18``, ``resnet50``, ``vit``.
+            ``densenet_tiny_s8`` (its stride-8 variant), ``resnet18``, ``resnet50``, ``vit``.
         spatial_dims: 2 for radiographs/slices, 3 for CT/MR volumes.
         pretrained_path: local safetensors file with backbone weights (checked by sha256 if ``pretrained_sha256``).
         pretrained_sha256: expected sha256 of ``pretrained_path``.

@@ -111,24 +111,6 @@ _register_densenet("densenet_tiny", init_features=16, growth_rate=12, block_conf
 _register_densenet("densenet_tiny_s8", init_features=16, growth_rate=12, block_config=(3, 6), bn_size=2)
 
 
-# --------------------------------------------------------------------------------------------------- LocalNet
-def _localnet(positions: bool) -> Callable[[int, int, int], nn.Module]:
-    def build(dims: int, cin: int, size: int) -> nn.Module:
-        from clinmm.models.localnet import LocalNet
-
-        return LocalNet(spatial_dims=dims, in_channels=cin, image_size=size, positions=positions)
-
-    return build
-
-
-# Stride 16 (an 8×8 token grid at 128 px) like densenet_tiny, but each token sees only a 48-px window centred on its
-# cell (densenet_tiny: 335 px), so the attention cannot settle on a lesion's neighbour far away.
-register_backbone(BackboneSpec(name="localnet_tiny", build=_localnet(True), features=lambda net, x: net(x),
-                               out_channels=96))
-register_backbone(BackboneSpec(name="localnet_tiny_nopos", build=_localnet(False), features=lambda net, x: net(x),
-                               out_channels=96))
-
-
 # ----------------------------------------------------------------------------------------------------- ResNet
 def _resnet_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = net.maxpool(net.act(net.bn1(net.conv1(x))))
