@@ -182,6 +182,9 @@ class TrainConfig:
             warm-up + cosine schedule over this many epochs, then hold them (learning rate 0) while the rest trains
             on; 0 = the whole run. A note reader fits its training wording within a few epochs, an image branch
             learnt from scratch needs many.
+        flip_axes: spatial axes of the model input (0 = rows, 1 = columns, 2 = slices' columns in 3D) that the
+            training augmentation flips, each with probability 0.5. Empty (default): none — a radiograph's
+            left and right are anatomy.
     """
 
     epochs: int = 10
@@ -202,6 +205,7 @@ class TrainConfig:
     device: str = "auto"
     max_train_seconds: float = 0.0
     note_branch_epochs: int = 0
+    flip_axes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -354,7 +358,12 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> ClinmmConfig:
             sections[name] = _build(tp, data.get(name) or {}, name)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
-    return ClinmmConfig(**sections)
+    config = ClinmmConfig(**sections)
+    bad = [a for a in config.train.flip_axes if not 0 <= a < config.image.spatial_dims]
+    if bad:
+        raise ConfigError(f"{source}: train.flip_axes: {bad} are not spatial axes of a "
+                          f"{config.image.spatial_dims}D input (0 … {config.image.spatial_dims - 1})")
+    return config
 
 
 def load_config(path: str | Path, *, base: ClinmmConfig | None = None) -> ClinmmConfig:

@@ -215,7 +215,7 @@ def pretrain_contrastive(manifest_path: str | Path, out: str | Path, *, config: 
     history = []
     from clinmm.train import make_augment
 
-    augment = make_augment(tc.seed)
+    augment = make_augment(tc.seed, flip_axes=tc.flip_axes)
     t_train = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()

@@ -24,6 +24,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,15 +111,17 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def make_augment(seed: int):
-    """Mild MONAI augmentation for radiographs: small affine, intensity jitter, noise. No flips (anatomy).
+def make_augment(seed: int, *, flip_axes: Sequence[int] = ()):
+    """Mild MONAI augmentation for radiographs: small affine, intensity jitter, noise; flips only along
+    ``flip_axes`` (spatial axes, each with probability 0.5; none by default: a radiograph's sides are anatomy).
 
     Returns ``apply(image, key=None)``; with an integer ``key`` the random draw depends only on (seed, key), so the
     augmentation of a sample is the same whichever process or worker applies it.
     """
-    from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandGaussianNoise
+    from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise
 
     aug = Compose([
+        *(RandFlip(prob=0.5, spatial_axis=int(axis)) for axis in flip_axes),
         RandAffine(prob=0.7, rotate_range=(0.08,), scale_range=(0.08, 0.08), translate_range=(6, 6),
                    padding_mode="zeros"),
         RandAdjustContrast(prob=0.3, gamma=(0.85, 1.2)),
@@ -230,10 +233,10 @@ def _model_card(manifest: Manifest, config: ClinmmConfig, counts: dict, val_auro
 class _EpochDataset(Dataset):
     """Samples addressed by (epoch, index); augmentation drawn from (seed, epoch, index)."""
 
-    def __init__(self, samples: list[Sample], *, seed: int, augment: bool) -> None:
+    def __init__(self, samples: list[Sample], *, seed: int, augment: bool, flip_axes: Sequence[int] = ()) -> None:
         self.samples = samples
         self.seed = seed
-        self.augment = make_augment(seed) if augment else None
+        self.augment = make_augment(seed, flip_axes=flip_axes) if augment else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -390,7 +393,7 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
     resumed_from = start_epoch - 1
     y_val = np.stack([s.labels for s in val_samples])
     labels = model.labels
-    dataset = _EpochDataset(train_samples, seed=tc.seed, augment=True)
+    dataset = _EpochDataset(train_samples, seed=tc.seed, augment=True, flip_axes=tc.flip_axes)
     image_size = config.data.image_size
     t_train = time.perf_counter()
     for epoch in range(start_epoch, tc.epochs + 1):

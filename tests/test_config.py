@@ -34,6 +34,7 @@ def test_yaml_overrides_and_base(tmp_path) -> None:
         ("model:\n  x: 1\n", "unknown section(s) ['model']"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("fusion: [\n", "not valid YAML"),
+        ("train:\n  flip_axes: [2]\n", "train.flip_axes: [2] are not spatial axes of a 2D input"),
     ],
 )
 def test_errors_name_key_and_file(tmp_path, text: str, needle: str) -> None:
