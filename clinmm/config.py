@@ -182,9 +182,9 @@ class TrainConfig:
             warm-up + cosine schedule over this many epochs, then hold them (learning rate 0) while the rest trains
             on; 0 = the whole run. A note reader fits its training wording within a few epochs, an image branch
             learnt from scratch needs many.
-        flip_axes: spatial axes of the model input (0 = rows, 1 = columns, 2 = slices' columns in 3D) that the
-            training augmentation flips, each with probability 0.5. Empty (default): none — a radiograph's
-            left and right are anatomy.
+        flip_axes: spatial axes of the model input that the training augmentation flips, each with probability
+            0.5 — in 2D (0 = rows, 1 = columns), in 3D (0 = slices, 1 = rows, 2 = columns). Empty (default): none,
+            a radiograph's left and right are anatomy.
     """
 
     epochs: int = 10
