@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from clinmm.compare import acceptance_checks, check_rows, compare
-from clinmm.config import ClinmmConfig
+from clinmm.config import ClinmmConfig, config_to_dict
 from clinmm.errors import CompareError
 from clinmm.metrics import known_auroc
 
@@ -147,7 +147,9 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
         results, preds = _load_run(folder)
         setup = results.get("setup", {})
         run_seed = int(setup.get("seed", setup.get("config", {}).get("train", {}).get("seed", 0)))
-        config = {k: v for k, v in _flat(setup.get("config", {})).items() if k not in _MAY_DIFFER}
+        # a key added to the configuration after a run was made takes its default there, as loading would give it
+        stored = {**_flat(config_to_dict(ClinmmConfig())), **_flat(setup.get("config", {}))}
+        config = {k: v for k, v in stored.items() if k not in _MAY_DIFFER}
         for method, p in preds.items():
             if f"{folder}:{method}" in skipped:
                 continue

@@ -116,6 +116,14 @@ def test_runs_that_differ_are_refused(tmp_path):
     other_y[7, 0] = 1 - np.nan_to_num(other_y[7, 0])
     with pytest.raises(CompareError, match="test studies differ"):
         pool_compare_runs([base, _run(tmp_path / "b", seed=1, methods=trio, y=other_y, pids=pids)])
+    # a run made before a configuration key existed pools with one that stores the key at its default
+    newer = {"train": {"seed": 5, "epochs": 40, "flip_axes": []},
+             "fusion": {"dim": 128, "text_relevance_rollout": 0.25}}
+    later = _run(tmp_path / "n", seed=5, methods=trio, y=y, pids=pids, config=newer)
+    assert pool_compare_runs([base, later], n_boot=20).methods["text_only"]["seeds"] == [0, 5]
+    flipped = {"train": {"seed": 6, "epochs": 40, "flip_axes": [1]}, "fusion": {"dim": 128}}
+    with pytest.raises(CompareError, match="train.flip_axes"):
+        pool_compare_runs([base, _run(tmp_path / "m", seed=6, methods=trio, y=y, pids=pids, config=flipped)])
     cfg = {"train": {"seed": 2, "epochs": 20}, "fusion": {"dim": 128}}
     with pytest.raises(CompareError, match="train.epochs"):
         pool_compare_runs([base, _run(tmp_path / "c", seed=2, methods=trio, y=y, pids=pids, config=cfg)])
