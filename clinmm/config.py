@@ -252,7 +252,8 @@ def demo_config() -> ClinmmConfig:
         # Frozen MiniLM (features cached), after a 3-epoch warm-up of its top 4 layers on the notes: a frozen
         # general-purpose encoder read by a small head learns the training wording and misses unseen phrasings.
         # Four layers rather than two read unseen dyspnea wording far better (validation, three training seeds:
-        # docs/explanations.md, "Measured (sixteenth session)").
+        # docs/explanations.md, "Measured (sixteenth session)"). The fusion checks on the 4,000-study set favour two
+        # layers (5 of 9 against 7 of 9 on two seeds: docs/ablation.md, run S11b): a trade-off, not settled.
         text=TextEncoderConfig(max_length=128, stride=32, freeze_layers=6, warmup_epochs=3, warmup_layers=4),
         # The image branch learns from scratch and more slowly than the (pretrained, frozen) note branch: a full-weight
         # auxiliary image loss and more modality dropout keep the fused model from leaning on the note alone.
