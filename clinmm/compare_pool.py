@@ -143,12 +143,13 @@ def pool_compare_runs(runs: Sequence[str | Path], out: str | Path | None = None,
     train_seconds: dict[str, dict[int, float]] = {}
     ref = None  # (folder, labels, y, patient ids, flat config without the cross_attention-only keys)
     ref_method: dict[str, tuple[Path, dict]] = {}  # per method: the first folder and its whole flat config
+    # a key added to the configuration after a run was made takes its default there, as loading would give it
+    defaults = _flat(config_to_dict(ClinmmConfig()))
     for folder in folders:
         results, preds = _load_run(folder)
         setup = results.get("setup", {})
         run_seed = int(setup.get("seed", setup.get("config", {}).get("train", {}).get("seed", 0)))
-        # a key added to the configuration after a run was made takes its default there, as loading would give it
-        stored = {**_flat(config_to_dict(ClinmmConfig())), **_flat(setup.get("config", {}))}
+        stored = {**defaults, **_flat(setup.get("config", {}))}
         config = {k: v for k, v in stored.items() if k not in _MAY_DIFFER}
         for method, p in preds.items():
             if f"{folder}:{method}" in skipped:
