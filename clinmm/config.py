@@ -138,6 +138,9 @@ class FusionConfig:
             and adds that to every label's note summary; its tokens' relevance covers both readings.
         image_pool: the same for the image (mean and max of its tokens added to every label's image summary), so
             that what the whole image says needs no token to carry it; its tokens' relevance covers both readings.
+        head_stack: the output logit is a per-label stack of the fusion head and the auxiliary image and text
+            heads, fitted on the validation split after training, one set of weights per presence pattern
+            (:mod:`clinmm.models.head_stack`). Off: the fusion head alone.
     """
 
     method: Literal["cross_attention", "concat", "gated", "image_only", "text_only"] = "cross_attention"
@@ -154,6 +157,7 @@ class FusionConfig:
     separate_note_attention: bool = False
     note_pool: bool = False
     image_pool: bool = False
+    head_stack: bool = False
 
 
 @dataclass

@@ -51,6 +51,7 @@ from clinmm.training.ddp import (
     init_distributed,
     shard_slice,
 )
+from clinmm.training.stacking import fit_head_stack
 from clinmm.training.state import TrainState, config_fingerprint, has_train_state, load_train_state, save_train_state
 from clinmm.training.text_warmup import check_warmup_config, warm_up_text_encoder
 
@@ -636,6 +637,10 @@ def _train(manifest_path, out: Path, *, config: ClinmmConfig, resume: bool, init
                            resumed_from_epoch=result.resumed_from_epoch, state=result.best_state,
                            n_samples={"train": len(train_samples), "val": len(val_samples)})
     model.load_state_dict(result.best_state)
+    stack_fit = None
+    if model.head_stack is not None:  # late fusion of the fusion head and the auxiliary heads, on validation
+        stack_fit = fit_head_stack(model, val_samples, image_size=config.data.image_size, pad_id=pad_id,
+                                   device=device)
     y_val = np.stack([s.labels for s in val_samples])
     val_logits = predict_logits(model, val_samples, image_size=config.data.image_size, pad_id=pad_id, device=device)
     calibration = fit_calibration(val_logits, y_val, method=config.train.calibration,
@@ -650,6 +655,8 @@ def _train(manifest_path, out: Path, *, config: ClinmmConfig, resume: bool, init
                         "init_from": Path(init_from).name if init_from else None,
                         "text_lora": bool(config.text.lora), "world_size": ctx.world_size,
                         "text_warmup": warmup.to_dict() if warmup is not None else None}
+    if stack_fit is not None:
+        card["head_stack"] = stack_fit.as_dict()
     save_checkpoint(out, model=model, config=config, labels=labels, calibration=calibration,
                     scope=_scope(train_samples, config.data.modalities), model_card=card,
                     reference=_reference_stats(train_samples, val_probs, labels),

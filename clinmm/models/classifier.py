@@ -9,6 +9,7 @@ from torch import nn
 
 from clinmm.config import ClinmmConfig
 from clinmm.models.fusion import CrossAttentionFusion, FusionOutput, MeanMaxPool, build_fusion
+from clinmm.models.head_stack import HeadStack, pooled_head_relevance
 from clinmm.models.image import ImageEncoder
 from clinmm.models.text_cache import FrozenTextCache
 
@@ -44,7 +45,9 @@ class ClinmmOutput:
     """Model output (a dataclass, never a tuple).
 
     Args:
-        logits: (B, C) fused logits.
+        logits: (B, C) fused logits: the fusion head's, or with ``fusion.head_stack`` its stack with the auxiliary
+            heads (:mod:`clinmm.models.head_stack`).
+        head_logits: (B, C) the fusion head's own logits (before any stack).
         image_logits: (B, C) auxiliary image-only head (None when the model has no image branch).
         text_logits: (B, C) auxiliary text-only head (None when the model has no text branch).
         attention: (B, C, Ni + Lt) label-query attention over image tokens then text tokens (cross_attention).
@@ -58,12 +61,13 @@ class ClinmmOutput:
         text_attentions: encoder self-attentions when requested (explanations).
         relevance: (B, C, Ni + Lt) signed contribution of each token to each label's logit: its Shapley value over
             the tokens the fusion attention can see (cross_attention with ``explain=True``).
-        logits_no_image: (B, C) fused logits with the image removed (the model's missing-image path), with
-            ``explain=True``.
+        logits_no_image: (B, C) fused logits with the image removed (the model's missing-image path, stacked as
+            ``logits`` is), with ``explain=True``.
         logits_no_text: (B, C) the same with the note removed.
     """
 
     logits: torch.Tensor
+    head_logits: torch.Tensor | None = None
     image_logits: torch.Tensor | None = None
     text_logits: torch.Tensor | None = None
     attention: torch.Tensor | None = None
@@ -135,6 +139,7 @@ class ClinmmModel(nn.Module):
             self.text_pool = MeanMaxPool(dim=dim)
             self.text_head = nn.Linear(dim, num_labels)
         self.fusion = build_fusion(config.fusion, num_labels=num_labels)
+        self.head_stack = HeadStack(num_labels=num_labels) if config.fusion.head_stack else None
         # Used while every text-encoder weight is frozen (the CPU demo's training); loaded checkpoints switch it off.
         self.text_cache = text_cache if text_cache is not None else FrozenTextCache()
 
@@ -245,9 +250,38 @@ class ClinmmModel(nn.Module):
         img, img_mask, _ = self.forward_image(inputs.image, inputs.image_present)
         txt, txt_mask, _ = self.forward_text(inputs)
         none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
-        return ModalityAblations(logits=self.fusion(img, img_mask, txt, txt_mask).logits,
-                                 logits_no_text=self.fusion(img, img_mask, txt, none_txt).logits,
-                                 logits_no_image=self.fusion(img, none_img, txt, txt_mask).logits)
+        img_on, txt_on = self._presence(img_mask, txt_mask, inputs.image_present, inputs.text_present)
+        return ModalityAblations(
+            logits=self._output(self.fusion(img, img_mask, txt, txt_mask).logits, img, img_mask, txt, txt_mask,
+                                presence=(img_on, txt_on)),
+            logits_no_text=self._output(self.fusion(img, img_mask, txt, none_txt).logits, img, img_mask, txt,
+                                        none_txt, presence=(img_on, torch.zeros_like(txt_on))),
+            logits_no_image=self._output(self.fusion(img, none_img, txt, txt_mask).logits, img, none_img, txt,
+                                         txt_mask, presence=(torch.zeros_like(img_on), txt_on)))
+
+    def _aux_logits(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The auxiliary image-only and text-only heads' (B, C) logits (None where the model has no such branch)."""
+        image_logits = self.image_head(self.image_pool(img, img_mask)) if self.image_encoder is not None else None
+        text_logits = self.text_head(self.text_pool(txt, txt_mask)) if self.text_encoder is not None else None
+        return image_logits, text_logits
+
+    def _presence(self, img_mask: torch.Tensor, txt_mask: torch.Tensor, image_present: torch.Tensor,
+                  text_present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) bool each: which modalities reach the model, as the fusion sees them (its token masks); for a
+        modality the model has no branch for, the input's flag."""
+        img_on = img_mask.any(1) if self.image_encoder is not None else image_present
+        txt_on = txt_mask.any(1) if self.text_encoder is not None else text_present
+        return img_on, txt_on
+
+    def _output(self, head_logits: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor,
+                txt_mask: torch.Tensor, *, presence: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The fusion head's (B, C) logits → the model's output logits for these inputs (stacked with the
+        auxiliary heads when the model has a head stack); ``presence``: (B,) image and note flags (``_presence``)."""
+        if self.head_stack is None:
+            return head_logits
+        image_logits, text_logits = self._aux_logits(img, img_mask, txt, txt_mask)
+        return self.head_stack(head_logits, image_logits, text_logits, *presence)
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
                 drop_text: torch.Tensor | None = None, output_text_attentions: bool = False,
@@ -272,14 +306,27 @@ class ClinmmModel(nn.Module):
         fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True,
                                            image_game=fc.image_relevance_game, text_game=fc.text_relevance_game)
                                if explain and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
+        image_logits, text_logits = self._aux_logits(img, img_mask, txt, txt_mask)
+        img_on, txt_on = self._presence(img_mask, txt_mask, image_present, text_present)
+        logits = (fused.logits if self.head_stack is None
+                  else self.head_stack(fused.logits, image_logits, text_logits, img_on, txt_on))  # (B, C)
+        relevance = fused.relevance
         logits_no_image = logits_no_text = None
         if explain:  # what the model says without each modality: its own missing-modality path
-            logits_no_image = self.fusion(img, torch.zeros_like(img_mask), txt, txt_mask).logits  # (B, C)
-            logits_no_text = self.fusion(img, img_mask, txt, torch.zeros_like(txt_mask)).logits  # (B, C)
-        image_logits = self.image_head(self.image_pool(img, img_mask)) if self.image_encoder is not None else None
-        text_logits = self.text_head(self.text_pool(txt, txt_mask)) if self.text_encoder is not None else None
+            none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
+            head_no_image = self.fusion(img, none_img, txt, txt_mask).logits  # (B, C)
+            head_no_text = self.fusion(img, img_mask, txt, none_txt).logits  # (B, C)
+            logits_no_image = self._output(head_no_image, img, none_img, txt, txt_mask,
+                                           presence=(torch.zeros_like(img_on), txt_on))  # (B, C)
+            logits_no_text = self._output(head_no_text, img, img_mask, txt, none_txt,
+                                          presence=(img_on, torch.zeros_like(txt_on)))  # (B, C)
+            if relevance is not None and self.head_stack is not None:
+                relevance = self._stacked_relevance(
+                    relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on),
+                    without=(logits_no_image, logits_no_text), head_without=(head_no_image, head_no_text))
         return ClinmmOutput(
-            logits=fused.logits,
+            logits=logits,
+            head_logits=fused.logits,
             image_logits=image_logits,
             text_logits=text_logits,
             attention=fused.attention,
@@ -290,7 +337,46 @@ class ClinmmModel(nn.Module):
             image_grid=grid,
             num_image_tokens=img.shape[1] if self.image_encoder is not None else 0,
             text_attentions=text_attn,
-            relevance=fused.relevance,
+            relevance=relevance,
             logits_no_image=logits_no_image,
             logits_no_text=logits_no_text,
         )
+
+    def _stacked_relevance(self, relevance: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
+                           txt: torch.Tensor, txt_mask: torch.Tensor, *,
+                           presence: tuple[torch.Tensor, torch.Tensor],
+                           without: tuple[torch.Tensor, torch.Tensor],
+                           head_without: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The fusion head's token relevance (B, C, Ni + Lt) → the stacked output's.
+
+        Per modality the game is the stacked logit with only a coalition of that modality's tokens (the other
+        modality held as it is); the empty coalition is the model without that modality, which the stack scores
+        with the weights of that presence pattern. Shapley values are linear in the game, so a token's value is
+        ``w_fusion·φ_fusion + w_head·φ_head − δ/n``: the fusion head's value (as the fusion computes it), the
+        auxiliary head's (:func:`clinmm.models.head_stack.pooled_head_relevance`), and an equal share of ``δ``, the
+        difference between the output without the modality and the present pattern's weights applied to the empty
+        coalition (the Shapley value of a game that only the empty set scores). The values add up exactly to
+        ``logits − logits_no_image`` (image tokens) and ``logits − logits_no_text`` (note tokens).
+
+        Args:
+            relevance: (B, C, Ni + Lt) the fusion head's token relevance.
+            presence: (B,) image and note flags as the fusion saw them.
+            without: (B, C) output logits with the image removed, with the note removed.
+            head_without: (B, C) the fusion head's logits with the image removed, with the note removed.
+        """
+        ni = img.shape[1]
+        w, b = self.head_stack.coefficients(*presence)  # (B, C, 3), (B, C)
+        aux = self._aux_logits(img, img_mask, txt, txt_mask)  # image head, text head: (B, C) each
+        parts = []
+        for m, (tokens, mask, pool, head) in enumerate(((img, img_mask, self.image_pool, self.image_head),
+                                                        (txt, txt_mask, self.text_pool, self.text_head))):
+            rel = relevance[..., :ni] if m == 0 else relevance[..., ni:]  # (B, C, N)
+            empty = head(pool(tokens, torch.zeros_like(mask)))  # (B, C): this head on no token
+            phi = pooled_head_relevance(pool, head, tokens, mask).to(rel.dtype)  # (B, C, N)
+            own, other = w[..., 1 + m], w[..., 2 - m]  # (B, C): weights on this / the other auxiliary head
+            at_empty = w[..., 0] * head_without[m] + own * empty + other * aux[1 - m] + b  # (B, C)
+            delta = without[m] - at_empty  # (B, C)
+            n = mask.sum(1).clamp_min(1).to(rel.dtype)  # (B,)
+            spread = (delta / n[:, None])[..., None] * mask[:, None, :].to(rel.dtype)  # (B, C, N)
+            parts.append(w[..., :1] * rel + own[..., None] * phi - spread)
+        return torch.cat(parts, dim=-1)

@@ -23,7 +23,8 @@ from clinmm.config import FusionConfig, RelevanceGame
 from clinmm.errors import ConfigError
 
 __all__ = ["FusionOutput", "build_fusion", "CrossAttentionFusion", "ConcatFusion", "GatedFusion",
-           "UnimodalFusion", "masked_mean", "masked_max", "MeanMaxPool", "FUSION_METHODS"]
+           "UnimodalFusion", "masked_mean", "masked_max", "MeanMaxPool", "FUSION_METHODS",
+           "shapley_orderings"]
 
 FUSION_METHODS = ("cross_attention", "concat", "gated", "image_only", "text_only")
 
@@ -328,7 +329,7 @@ class CrossAttentionFusion(nn.Module):
                 missing = missing + pool.proj(keys.new_zeros(1, 1, 2 * d))
             empty = head(queries[i : i + 1], missing, other_out[i : i + 1])[0]  # (C,)
             gen = torch.Generator().manual_seed(seed)  # per study: its orderings do not depend on the batch
-            orders = _orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(keys.device)
+            orders = shapley_orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(keys.device)
             k = orders.shape[0]  # (K, n): every ordering at once
             if game == "visible":
                 e_o = e[..., orders].permute(2, 0, 1, 3)  # (K, H, C, n)
@@ -355,7 +356,7 @@ class CrossAttentionFusion(nn.Module):
         return out
 
 
-def _orderings(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
+def shapley_orderings(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
     """(K, n): all orderings of ``n`` items when there are at most ``count``, else ``count`` random ones in reversed
     pairs."""
     if math.factorial(n) <= count:
