@@ -250,14 +250,13 @@ class ClinmmModel(nn.Module):
         img, img_mask, _ = self.forward_image(inputs.image, inputs.image_present)
         txt, txt_mask, _ = self.forward_text(inputs)
         none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
-        img_on, txt_on = self._presence(img_mask, txt_mask, inputs.image_present, inputs.text_present)
+        img_on, txt_on = inputs.image_present, inputs.text_present
         return ModalityAblations(
-            logits=self._output(self.fusion(img, img_mask, txt, txt_mask).logits, img, img_mask, txt, txt_mask,
-                                presence=(img_on, txt_on)),
-            logits_no_text=self._output(self.fusion(img, img_mask, txt, none_txt).logits, img, img_mask, txt,
-                                        none_txt, presence=(img_on, torch.zeros_like(txt_on))),
-            logits_no_image=self._output(self.fusion(img, none_img, txt, txt_mask).logits, img, none_img, txt,
-                                         txt_mask, presence=(torch.zeros_like(img_on), txt_on)))
+            logits=self.fused_logits(img, img_mask, txt, txt_mask, image_present=img_on, text_present=txt_on),
+            logits_no_text=self.fused_logits(img, img_mask, txt, none_txt, image_present=img_on,
+                                             text_present=torch.zeros_like(txt_on)),
+            logits_no_image=self.fused_logits(img, none_img, txt, txt_mask, image_present=torch.zeros_like(img_on),
+                                              text_present=txt_on))
 
     def _aux_logits(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -282,6 +281,21 @@ class ClinmmModel(nn.Module):
             return head_logits
         image_logits, text_logits = self._aux_logits(img, img_mask, txt, txt_mask)
         return self.head_stack(head_logits, image_logits, text_logits, *presence)
+
+    def fused_logits(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor, *,
+                     image_present: torch.Tensor, text_present: torch.Tensor) -> torch.Tensor:
+        """Projected tokens of both modalities → the model's output logits (B, C): the fusion, then the head stack
+        when the model has one. What explanations that re-run one branch many times call (``explain._forward``).
+
+        Args:
+            img: (B, Ni, D) and img_mask (B, Ni) from :meth:`forward_image`; txt (B, Lt, D) and txt_mask (B, Lt)
+                from :meth:`forward_text`.
+            image_present: (B,) bool, the input's image flag (read only where the model has no image branch).
+            text_present: (B,) bool, the same for the note.
+        """
+        presence = self._presence(img_mask, txt_mask, image_present, text_present)
+        return self._output(self.fusion(img, img_mask, txt, txt_mask).logits, img, img_mask, txt, txt_mask,
+                            presence=presence)
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
                 drop_text: torch.Tensor | None = None, output_text_attentions: bool = False,

@@ -162,3 +162,21 @@ def test_training_fits_the_stack_on_validation_and_the_checkpoint_keeps_it(tmp_p
         torch.testing.assert_close(loaded.model(inputs).logits, model(inputs).logits, atol=1e-6, rtol=0)
     assert bool(loaded.model.head_stack.fitted)
     assert np.isfinite(loaded.model.head_stack.weight.numpy()).all()
+
+
+def test_one_branch_wrappers_score_the_stacked_output(tiny_text_dir, text_encoder):
+    """Grad-CAM, integrated gradients and the deletion curves re-run one branch through ``explain._forward``; with a
+    head stack they must follow the same output the dashboard shows."""
+    from clinmm.explain._forward import ImageToLogits, TextToLogits
+
+    model = _model(tiny_text_dir, text_encoder)
+    _randomise(model.head_stack)
+    samples = make_samples(text_encoder.note_tokenizer(), 4, seed=9, missing=False)
+    for s in samples:
+        inputs = collate([s], image_size=32).inputs
+        with torch.no_grad():
+            want = model(inputs).logits
+            by_image = ImageToLogits(model=model, inputs=inputs)(inputs.image)
+            by_text = TextToLogits(model=model, inputs=inputs)(inputs.input_ids, inputs.attention_mask, inputs.keep)
+        torch.testing.assert_close(by_image, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(by_text, want, atol=1e-5, rtol=1e-5)
