@@ -53,3 +53,34 @@ def test_train_then_resume_more_epochs(tmp_path, tiny_text_dir):
     bad = runner.invoke(app, ["train", "--manifest", str(TINY), "--out", str(out), "--config",
                               str(tmp_path / "other.yaml"), "--no-progress", "--resume", "--epochs", "3"])
     assert bad.exit_code == 2 and "different configuration" in bad.output
+
+
+@pytest.mark.skipif(not TINY.is_file(), reason="sample_data/tiny is not in this checkout")
+def test_train_fits_the_head_stack_on_validation(tmp_path, tiny_text_dir):
+    """With ``fusion.head_stack`` the training run fits the stack on the validation split before calibration, and
+    the checkpoint carries it (weights and the model card's record). The tiny set's 7 validation studies hold too
+    few positives for most labels: those stay the fusion head alone, and the card says so (None)."""
+    from clinmm.checkpoint import load_checkpoint
+    from clinmm.config import config_to_dict
+
+    cfg = config_to_dict(tiny_config(tiny_text_dir, epochs=1, batch_size=8))
+    cfg["data"]["labels"] = []
+    cfg["fusion"]["head_stack"] = True
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "ckpt"
+    result = CliRunner().invoke(app, ["train", "--manifest", str(TINY), "--out", str(out), "--config",
+                                      str(tmp_path / "tiny.yaml"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    loaded = load_checkpoint(out)
+    stack = loaded.model.head_stack
+    assert stack is not None and bool(stack.fitted)
+    record = loaded.model_card["head_stack"]["coefficients"]
+    assert set(record) == {"both", "no_image", "no_text"}
+    for pattern, labels in record.items():
+        assert set(labels) == set(loaded.labels)
+        for c, label in enumerate(loaded.labels):
+            p = ["both", "no_image", "no_text"].index(pattern)
+            if labels[label] is None:  # identity
+                assert float(stack.weight[p, c, 0]) == 1.0 and float(stack.weight[p, c, 1:].abs().sum()) == 0
+            else:
+                assert abs(float(stack.weight[p, c, 0]) - labels[label]["fusion"]) < 1e-3
