@@ -180,3 +180,23 @@ def test_one_branch_wrappers_score_the_stacked_output(tiny_text_dir, text_encode
             by_text = TextToLogits(model=model, inputs=inputs)(inputs.input_ids, inputs.attention_mask, inputs.keep)
         torch.testing.assert_close(by_image, want, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(by_text, want, atol=1e-5, rtol=1e-5)
+
+
+def test_nonnegative_logistic_matches_sklearn_when_unconstrained_and_clips_a_contrary_head():
+    """Where every weight of the unconstrained optimum is positive the fit is sklearn's (same penalty); a feature that
+    points the other way gets weight 0, not a negative one."""
+    from sklearn.linear_model import LogisticRegression
+
+    from clinmm.training.stacking import fit_nonnegative_logistic
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400).astype(float)
+    x = np.stack([y * 1.5 + rng.normal(size=400), y * 0.8 + rng.normal(size=400)], axis=1)
+    w, b = fit_nonnegative_logistic(x, y, regularisation=1.0)
+    ref = LogisticRegression(C=1.0, tol=1e-8, max_iter=1000).fit(x, y)
+    assert np.all(ref.coef_[0] > 0)
+    np.testing.assert_allclose(w, ref.coef_[0], atol=1e-3)
+    assert abs(b - ref.intercept_[0]) < 1e-3
+    contrary = np.stack([x[:, 0], -y + rng.normal(size=400)], axis=1)
+    w2, _ = fit_nonnegative_logistic(contrary, y)
+    assert w2[0] > 0.5 and w2[1] == 0.0
