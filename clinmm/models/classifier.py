@@ -53,7 +53,10 @@ class ClinmmOutput:
         attention: (B, C, Ni + Lt) label-query attention over image tokens then text tokens (cross_attention).
         missing_attention: (B, C, 2) attention on the (image, text) stand-ins within their modality's softmax:
             1 where that modality is missing, 0 where present (cross_attention).
-        modality_share: (B, C, 2) (image, text) contribution per label, or None.
+        modality_share: (B, C, 2) (image, text) contribution per label, or None. With a head stack: how far the
+            output logit moves when each modality is removed, ``|logits − logits_no_image|`` and ``|logits −
+            logits_no_text|`` as shares of their sum (with ``explain=True``; None otherwise), since the fusion's own
+            share no longer says what the stacked output rests on.
         image_present: (B,) bool, as the fusion saw it (after modality dropout in training).
         text_present: (B,) bool.
         image_grid: the image token grid, (h, w) or (d, h, w); image tokens are row-major over it.
@@ -325,6 +328,8 @@ class ClinmmModel(nn.Module):
         logits = (fused.logits if self.head_stack is None
                   else self.head_stack(fused.logits, image_logits, text_logits, img_on, txt_on))  # (B, C)
         relevance = fused.relevance
+        # the fusion's own share describes the stacked output only without a stack (with one: from the ablations)
+        modality_share = fused.modality_share if self.head_stack is None else None
         logits_no_image = logits_no_text = None
         if explain:  # what the model says without each modality: its own missing-modality path
             none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
@@ -334,6 +339,10 @@ class ClinmmModel(nn.Module):
                                            presence=(torch.zeros_like(img_on), txt_on))  # (B, C)
             logits_no_text = self._output(head_no_text, img, img_mask, txt, none_txt,
                                           presence=(img_on, torch.zeros_like(txt_on)))  # (B, C)
+            if self.head_stack is not None:
+                moved = torch.stack([(logits - logits_no_image).abs(), (logits - logits_no_text).abs()], -1)
+                total = moved.sum(-1, keepdim=True)  # (B, C, 1)
+                modality_share = torch.where(total > 0, moved / total.clamp_min(1e-12), torch.zeros_like(moved))
             if relevance is not None and self.head_stack is not None:
                 relevance = self._stacked_relevance(
                     relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on),
@@ -345,7 +354,7 @@ class ClinmmModel(nn.Module):
             text_logits=text_logits,
             attention=fused.attention,
             missing_attention=fused.missing_attention,
-            modality_share=fused.modality_share,
+            modality_share=modality_share,
             image_present=image_present,
             text_present=text_present,
             image_grid=grid,

@@ -200,3 +200,19 @@ def test_nonnegative_logistic_matches_sklearn_when_unconstrained_and_clips_a_con
     contrary = np.stack([x[:, 0], -y + rng.normal(size=400)], axis=1)
     w2, _ = fit_nonnegative_logistic(contrary, y)
     assert w2[0] > 0.5 and w2[1] == 0.0
+
+
+def test_stacked_modality_share_is_how_far_each_removal_moves_the_output(tiny_text_dir, text_encoder):
+    """With a stack the fusion's attention share no longer describes the output: the share is the output's move when
+    each modality is removed (explain only), and a missing modality has none."""
+    model = _model(tiny_text_dir, text_encoder)
+    _randomise(model.head_stack)
+    inputs = collate(make_samples(text_encoder.note_tokenizer(), 14, seed=7), image_size=32).inputs
+    with torch.no_grad():
+        out = model(inputs, explain=True)
+        plain = model(inputs)
+    assert plain.modality_share is None
+    moved = torch.stack([(out.logits - out.logits_no_image).abs(), (out.logits - out.logits_no_text).abs()], -1)
+    torch.testing.assert_close(out.modality_share, moved / moved.sum(-1, keepdim=True), atol=1e-5, rtol=1e-5)
+    assert torch.all(out.modality_share[~out.image_present][..., 0] == 0)
+    assert torch.all(out.modality_share[~out.text_present][..., 1] == 0)
