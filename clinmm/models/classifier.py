@@ -53,10 +53,11 @@ class ClinmmOutput:
         attention: (B, C, Ni + Lt) label-query attention over image tokens then text tokens (cross_attention).
         missing_attention: (B, C, 2) attention on the (image, text) stand-ins within their modality's softmax:
             1 where that modality is missing, 0 where present (cross_attention).
-        modality_share: (B, C, 2) (image, text) contribution per label, or None. With a head stack: how far the
-            output logit moves when each modality is removed, ``|logits − logits_no_image|`` and ``|logits −
-            logits_no_text|`` as shares of their sum (with ``explain=True``; None otherwise), since the fusion's own
-            share no longer says what the stacked output rests on.
+        modality_share: (B, C, 2) (image, text) contribution per label, or None. With a head stack: what each
+            modality adds to the output logit, ``logits − logits_no_image`` and ``logits − logits_no_text`` (each
+            modality's total token relevance), divided by the sum of their magnitudes — signed, in [−1, 1], negative
+            where the modality argues against the finding (with ``explain=True``; None otherwise), since the
+            fusion's own share no longer says what the stacked output rests on.
         image_present: (B,) bool, as the fusion saw it (after modality dropout in training).
         text_present: (B,) bool.
         image_grid: the image token grid, (h, w) or (d, h, w); image tokens are row-major over it.
@@ -340,9 +341,9 @@ class ClinmmModel(nn.Module):
             logits_no_text = self._output(head_no_text, img, img_mask, txt, none_txt,
                                           presence=(img_on, torch.zeros_like(txt_on)))  # (B, C)
             if self.head_stack is not None:
-                moved = torch.stack([(logits - logits_no_image).abs(), (logits - logits_no_text).abs()], -1)
-                total = moved.sum(-1, keepdim=True)  # (B, C, 1)
-                modality_share = torch.where(total > 0, moved / total.clamp_min(1e-12), torch.zeros_like(moved))
+                added = torch.stack([logits - logits_no_image, logits - logits_no_text], -1)  # (B, C, 2)
+                total = added.abs().sum(-1, keepdim=True)  # (B, C, 1)
+                modality_share = torch.where(total > 0, added / total.clamp_min(1e-12), torch.zeros_like(added))
             if relevance is not None and self.head_stack is not None:
                 relevance = self._stacked_relevance(
                     relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on),

@@ -202,9 +202,10 @@ def test_nonnegative_logistic_matches_sklearn_when_unconstrained_and_clips_a_con
     assert w2[0] > 0.5 and w2[1] == 0.0
 
 
-def test_stacked_modality_share_is_how_far_each_removal_moves_the_output(tiny_text_dir, text_encoder):
-    """With a stack the fusion's attention share no longer describes the output: the share is the output's move when
-    each modality is removed (explain only), and a missing modality has none."""
+def test_stacked_modality_share_is_what_each_modality_adds_to_the_output(tiny_text_dir, text_encoder):
+    """With a stack the fusion's attention share no longer describes the output: the share is what each modality
+    adds to the logit (its removal's effect, signed) over the sum of magnitudes (explain only); a missing modality
+    adds nothing."""
     model = _model(tiny_text_dir, text_encoder)
     _randomise(model.head_stack)
     inputs = collate(make_samples(text_encoder.note_tokenizer(), 14, seed=7), image_size=32).inputs
@@ -212,7 +213,8 @@ def test_stacked_modality_share_is_how_far_each_removal_moves_the_output(tiny_te
         out = model(inputs, explain=True)
         plain = model(inputs)
     assert plain.modality_share is None
-    moved = torch.stack([(out.logits - out.logits_no_image).abs(), (out.logits - out.logits_no_text).abs()], -1)
-    torch.testing.assert_close(out.modality_share, moved / moved.sum(-1, keepdim=True), atol=1e-5, rtol=1e-5)
+    added = torch.stack([out.logits - out.logits_no_image, out.logits - out.logits_no_text], -1)
+    torch.testing.assert_close(out.modality_share, added / added.abs().sum(-1, keepdim=True), atol=1e-5, rtol=1e-5)
+    assert (out.modality_share < 0).any() and (out.modality_share > 0).any()
     assert torch.all(out.modality_share[~out.image_present][..., 0] == 0)
     assert torch.all(out.modality_share[~out.text_present][..., 1] == 0)
