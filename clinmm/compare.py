@@ -28,6 +28,7 @@ from clinmm.inference import resolve_device
 from clinmm.metrics import known_auroc, patient_bootstrap_weights, rank_auroc
 from clinmm.models.fusion import FUSION_METHODS
 from clinmm.train import fit, load_init_weights, predict_logits, prepare_samples, seed_everything
+from clinmm.training.stacking import fit_head_stack
 from clinmm.training.text_warmup import warm_up_text_encoder
 
 __all__ = [
@@ -193,8 +194,10 @@ def compare(manifest_path: str | Path, out: str | Path, *, config: ClinmmConfig,
         tm = time.perf_counter()
         fitted = fit(model, samples["train"], samples["val"], config=cfg, device=device, pad_id=pad_id,
                      progress=progress)
-        seconds = time.perf_counter() - tm
         model.load_state_dict(fitted.best_state)
+        if model.head_stack is not None:  # as `clinmm train` does: the stack is fitted on validation after training
+            fit_head_stack(model, samples["val"], image_size=cfg.data.image_size, pad_id=pad_id, device=device)
+        seconds = time.perf_counter() - tm
         preds = {}
         for mode, kw in (("full", {}), ("no_text", {"drop_text": True}), ("no_image", {"drop_image": True})):
             preds[mode] = predict_logits(model, test, image_size=cfg.data.image_size, pad_id=pad_id, device=device,

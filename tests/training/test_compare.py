@@ -34,6 +34,7 @@ def test_paired_bootstrap_delta():
 @pytest.mark.skipif(not TINY.is_file(), reason="sample_data/tiny is not in this checkout")
 def test_compare_end_to_end(tmp_path, tiny_text_dir):
     cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8)
+    cfg.fusion.head_stack = True  # every method's stack is fitted on validation, as `clinmm train` fits it
     result = compare(TINY, tmp_path, config=cfg, methods=("cross_attention", "image_only", "text_only"),
                      n_boot=50, progress=False, text_cache_file=tmp_path / "text.safetensors")
     from clinmm.models.text import TextEncoder
@@ -53,7 +54,8 @@ def test_compare_end_to_end(tmp_path, tiny_text_dir):
     assert (tmp_path / "cross_attention_ckpt" / "manifest.json").is_file()
     from clinmm.checkpoint import load_checkpoint
 
-    load_checkpoint(tmp_path / "cross_attention_ckpt")  # a normal, verifiable checkpoint
+    loaded = load_checkpoint(tmp_path / "cross_attention_ckpt")  # a normal, verifiable checkpoint
+    assert loaded.model.head_stack is not None and bool(loaded.model.head_stack.fitted)
 
 
 @pytest.mark.skipif(not TINY.is_file(), reason="sample_data/tiny is not in this checkout")
