@@ -34,8 +34,15 @@ def test_live_result_maps_explanations_onto_the_original_grid(live_checkpoint: P
         assert heat.shape == (60, 44) and heat.min() >= 0.0 and np.isfinite(heat).all()  # original pixel grid
     for words in result.note_words.values():
         assert words and all(0 <= w.start < w.end <= len(note) and note[w.start:w.end] == w.text for w in words)
-    shares = np.array(list(result.modality_share.values()))
-    assert np.allclose(shares.sum(axis=1), 1.0, atol=1e-3)
+    shares = np.array(list(result.modality_share.values()))  # (C, 2)
+    if predictor.loaded.model.head_stack is None:
+        assert np.allclose(shares.sum(axis=1), 1.0, atol=1e-3)
+    else:  # stacked (the demo configuration): signed, what each modality adds, magnitudes summing to 1
+        assert np.allclose(np.abs(shares).sum(axis=1), 1.0, atol=1e-3)
+        added = np.array([[result.probs[c] - result.without[l][0], result.probs[c] - result.without[l][1]]
+                          for c, l in enumerate(result.labels)])  # the probability each modality adds
+        big = np.abs(added) > 1e-4
+        assert np.array_equal(np.sign(shares[big]), np.sign(added[big]))
     no_image = live_result(predictor, None, note)
     assert not no_image.image_present and not no_image.heatmaps and no_image.note_words
     # "without image": the same number as scoring the study with its image missing
