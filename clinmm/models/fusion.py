@@ -24,7 +24,7 @@ from clinmm.errors import ConfigError
 
 __all__ = ["FusionOutput", "build_fusion", "CrossAttentionFusion", "ConcatFusion", "GatedFusion",
            "UnimodalFusion", "masked_mean", "masked_max", "MeanMaxPool", "FUSION_METHODS",
-           "shapley_orderings"]
+           "prefix_mean_max", "shapley_orderings"]
 
 FUSION_METHODS = ("cross_attention", "concat", "gated", "image_only", "text_only")
 
@@ -344,8 +344,7 @@ class CrossAttentionFusion(nn.Module):
             prefix_out = attn.out_proj(prefix_mix.reshape(k * n, c, d).to(keys.dtype))  # (K·n, C, D)
             if pooled:  # the mean and max over each prefix's tokens
                 tok = pool_tokens[i, idx].double()[orders]  # (K, n, D)
-                mean = tok.cumsum(1) / torch.arange(1, n + 1, device=keys.device, dtype=tok.dtype)[None, :, None]
-                stats = torch.cat([mean, tok.cummax(1).values], dim=-1).to(keys.dtype)  # (K, n, 2D)
+                stats = prefix_mean_max(tok).to(keys.dtype)  # (K, n, 2D)
                 prefix_out = prefix_out + pool.proj(stats).reshape(k * n, 1, d)
             prefix = head(queries[i].expand(k * n, c, d), prefix_out, other_out[i].expand(k * n, c, d))
             prefix = prefix.double().view(k, n, c)  # (K, n, C): the logit after each prefix
@@ -354,6 +353,14 @@ class CrossAttentionFusion(nn.Module):
             phi.index_add_(0, orders.flatten(), (prefix - before).reshape(k * n, c))  # (n, C)
             out[i, :, idx] = (phi / k).T.float()
         return out
+
+
+def prefix_mean_max(tokens: torch.Tensor) -> torch.Tensor:
+    """(K, n, D) tokens in K orderings → (K, n, 2D): the mean and the max over each ordering's first 1…n tokens (what
+    :class:`MeanMaxPool` pools from each prefix, before its projection)."""
+    n = tokens.shape[1]
+    mean = tokens.cumsum(1) / torch.arange(1, n + 1, device=tokens.device, dtype=tokens.dtype)[None, :, None]
+    return torch.cat([mean, tokens.cummax(1).values], dim=-1)
 
 
 def shapley_orderings(n: int, count: int, gen: torch.Generator) -> torch.Tensor:

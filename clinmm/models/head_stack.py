@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clinmm.models.fusion import MeanMaxPool, shapley_orderings
+from clinmm.models.fusion import MeanMaxPool, prefix_mean_max, shapley_orderings
 
 __all__ = ["HeadStack", "PATTERNS", "presence_pattern", "pooled_head_relevance"]
 
@@ -99,8 +99,7 @@ def pooled_head_relevance(pool: MeanMaxPool, head: nn.Linear, tokens: torch.Tens
             gen = torch.Generator().manual_seed(seed)
             orders = shapley_orderings(n, min(permutations, max(2, max_prefixes // n)), gen).to(tokens.device)
             tok = tokens[i, idx].double()[orders]  # (K, n, D)
-            mean = tok.cumsum(1) / torch.arange(1, n + 1, device=tok.device, dtype=tok.dtype)[None, :, None]
-            stats = torch.cat([mean, tok.cummax(1).values], dim=-1).to(tokens.dtype)  # (K, n, 2D)
+            stats = prefix_mean_max(tok).to(tokens.dtype)  # (K, n, 2D)
             prefix = head(pool.proj(stats)).double()  # (K, n, C)
             before = torch.cat([empty.expand(prefix.shape[0], 1, c), prefix[:, :-1]], dim=1)  # (K, n, C)
             phi = torch.zeros(n, c, dtype=torch.float64, device=tokens.device)
