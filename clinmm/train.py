@@ -51,6 +51,7 @@ from clinmm.training.ddp import (
     init_distributed,
     shard_slice,
 )
+from clinmm.training.predict import predict_outputs, to_device
 from clinmm.training.stacking import fit_head_stack
 from clinmm.training.state import TrainState, config_fingerprint, has_train_state, load_train_state, save_train_state
 from clinmm.training.text_warmup import check_warmup_config, warm_up_text_encoder
@@ -156,29 +157,11 @@ def build_samples(records: list[StudyRecord], builder: SampleBuilder, *, modalit
     return samples, counts
 
 
-def _to_device(inputs: ModelInputs, device: torch.device) -> ModelInputs:
-    inputs = inputs.to(device, non_blocking=True)
-    if device.type == "cuda":
-        fmt = torch.channels_last if inputs.image.dim() == 4 else torch.channels_last_3d
-        inputs.image = inputs.image.contiguous(memory_format=fmt)
-    return inputs
-
-
 def predict_logits(model: ClinmmModel, samples: list[Sample], *, image_size: int, pad_id: int, device: torch.device,
                    batch_size: int = 64, drop_image: bool = False, drop_text: bool = False) -> np.ndarray:
     """(N, C) logits in eval mode; ``drop_image`` / ``drop_text`` remove that modality from every study."""
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            batch = collate(samples[start : start + batch_size], image_size=image_size, pad_id=pad_id)
-            inputs = _to_device(batch.inputs, device)
-            b = inputs.image_present.shape[0]
-            di = torch.full((b,), drop_image, dtype=torch.bool, device=device)
-            dt = torch.full((b,), drop_text, dtype=torch.bool, device=device)
-            with autocast_for(device):
-                out.append(model(inputs, drop_image=di, drop_text=dt).logits.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(model.labels)))
+    return predict_outputs(model, samples, fields=("logits",), image_size=image_size, pad_id=pad_id, device=device,
+                           batch_size=batch_size, drop_image=drop_image, drop_text=drop_text)["logits"]
 
 
 def _reference_stats(train_samples: list[Sample], val_probs: np.ndarray, labels: list[str]) -> dict:
@@ -418,7 +401,7 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
         optimizer.zero_grad(set_to_none=True)
         bar = _progress(len(local), desc=f"epoch {epoch}/{tc.epochs}", enabled=progress and ctx.is_main)
         for step, batch in enumerate(loader, start=1):
-            inputs = _to_device(batch.inputs, device)
+            inputs = to_device(batch.inputs, device)
             targets = batch.labels.to(device)
             drop_i, drop_t = _dropout_flags(positions[step - 1], draws, inputs, fc.modality_dropout)
             with autocast_for(device):

@@ -346,7 +346,7 @@ class ClinmmModel(nn.Module):
                 modality_share = torch.where(total > 0, added / total.clamp_min(1e-12), torch.zeros_like(added))
             if relevance is not None and self.head_stack is not None:
                 relevance = self._stacked_relevance(
-                    relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on),
+                    relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on), aux=(image_logits, text_logits),
                     without=(logits_no_image, logits_no_text), head_without=(head_no_image, head_no_text))
         return ClinmmOutput(
             logits=logits,
@@ -369,6 +369,7 @@ class ClinmmModel(nn.Module):
     def _stacked_relevance(self, relevance: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
                            txt: torch.Tensor, txt_mask: torch.Tensor, *,
                            presence: tuple[torch.Tensor, torch.Tensor],
+                           aux: tuple[torch.Tensor, torch.Tensor],
                            without: tuple[torch.Tensor, torch.Tensor],
                            head_without: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The fusion head's token relevance (B, C, Ni + Lt) → the stacked output's.
@@ -385,12 +386,12 @@ class ClinmmModel(nn.Module):
         Args:
             relevance: (B, C, Ni + Lt) the fusion head's token relevance.
             presence: (B,) image and note flags as the fusion saw them.
+            aux: (B, C) the auxiliary image and text heads' logits on these tokens.
             without: (B, C) output logits with the image removed, with the note removed.
             head_without: (B, C) the fusion head's logits with the image removed, with the note removed.
         """
         ni = img.shape[1]
         w, b = self.head_stack.coefficients(*presence)  # (B, C, 3), (B, C)
-        aux = self._aux_logits(img, img_mask, txt, txt_mask)  # image head, text head: (B, C) each
         parts = []
         for m, (tokens, mask, pool, head) in enumerate(((img, img_mask, self.image_pool, self.image_head),
                                                         (txt, txt_mask, self.text_pool, self.text_head))):

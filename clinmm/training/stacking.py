@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from clinmm.data.dataset import Sample, collate
-from clinmm.inference import autocast_for
+from clinmm.data.dataset import Sample
 from clinmm.metrics import known_auroc
 from clinmm.models.classifier import ClinmmModel
 from clinmm.models.head_stack import FEATURES, PATTERNS
+from clinmm.training.predict import predict_outputs
 
 __all__ = ["HeadLogits", "StackFit", "head_logits", "fit_head_stack", "fit_nonnegative_logistic"]
 
@@ -61,24 +61,10 @@ class StackFit:
 def head_logits(model: ClinmmModel, samples: list[Sample], *, image_size: int, pad_id: int, device: torch.device,
                 batch_size: int = 64, drop_image: bool = False, drop_text: bool = False) -> HeadLogits:
     """Every head's logits in eval mode; ``drop_image`` / ``drop_text`` remove that modality from every study."""
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {"fusion": [], "image_head": [], "text_head": []}
-    with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            inputs = collate(samples[start : start + batch_size], image_size=image_size, pad_id=pad_id).inputs
-            inputs = inputs.to(device)
-            b = inputs.image_present.shape[0]
-            with autocast_for(device):  # as predict_logits scores the validation split
-                out = model(inputs, drop_image=torch.full((b,), drop_image, dtype=torch.bool, device=device),
-                            drop_text=torch.full((b,), drop_text, dtype=torch.bool, device=device))
-            for name, value in (("fusion", out.head_logits), ("image_head", out.image_logits),
-                                ("text_head", out.text_logits)):
-                if value is not None:
-                    parts[name].append(value.float().cpu().numpy())
-    c = len(model.labels)
-    stacked = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
-    return HeadLogits(fusion=stacked["fusion"] if stacked["fusion"] is not None else np.zeros((0, c)),
-                      image_head=stacked["image_head"], text_head=stacked["text_head"])
+    out = predict_outputs(model, samples, fields=("head_logits", "image_logits", "text_logits"),
+                          image_size=image_size, pad_id=pad_id, device=device, batch_size=batch_size,
+                          drop_image=drop_image, drop_text=drop_text)
+    return HeadLogits(fusion=out["head_logits"], image_head=out["image_logits"], text_head=out["text_logits"])
 
 
 def fit_nonnegative_logistic(x: np.ndarray, y: np.ndarray, *, regularisation: float = 1.0,
