@@ -125,6 +125,8 @@ class FusionConfig:
         aux_text_weight: β, weight of the auxiliary text-only head's loss.
         text_token_dropout: probability, per note token and training step, that fusion does not see the token
             (word dropout at the fusion's input; a note keeps at least one token). 0 disables.
+        image_token_dropout: the same for the image's tokens (the fusion and the auxiliary image head do not see a
+            dropped token; an image keeps at least one). 0 disables.
         image_relevance_game: which Shapley game the image tokens' relevance (the heatmap) is of, ``"visible"`` or
             ``"replace"`` (cross_attention only; see :meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`).
             Only the explanation depends on it, never a prediction; a checkpoint stores it.
@@ -151,6 +153,7 @@ class FusionConfig:
     aux_image_weight: float = 0.3
     aux_text_weight: float = 0.3
     text_token_dropout: float = 0.0
+    image_token_dropout: float = 0.0
     image_relevance_game: RelevanceGame = "visible"
     text_relevance_game: RelevanceGame = "visible"
     text_relevance_rollout: float = 0.25

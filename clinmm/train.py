@@ -339,8 +339,9 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
                          f"processes ({ctx.world_size})")
     if tc.note_branch_epochs < 0:
         raise ValueError(f"train.note_branch_epochs must be >= 0 (0 = the whole run), got {tc.note_branch_epochs}")
-    if not 0.0 <= fc.text_token_dropout < 1.0:
-        raise ValueError(f"fusion.text_token_dropout must be in [0, 1), got {fc.text_token_dropout}")
+    for key in ("text_token_dropout", "image_token_dropout"):
+        if not 0.0 <= getattr(fc, key) < 1.0:
+            raise ValueError(f"fusion.{key} must be in [0, 1), got {getattr(fc, key)}")
     pos_weight = _pos_weight(train_samples, device) if tc.pos_weight else None
     n_batches = len(_epoch_plan(len(train_samples), seed=tc.seed, epoch=1, batch_size=tc.batch_size, ctx=ctx)[0])
     steps_per_epoch = math.ceil(n_batches / tc.accumulate)

@@ -203,6 +203,9 @@ class ClinmmModel(nn.Module):
         feats = self.image_encoder.forward_features(image)
         tokens = self.image_proj(feats.tokens.float())  # (B, Ni, D)
         mask = image_present[:, None].expand(-1, tokens.shape[1])  # (B, Ni)
+        p = self.config.fusion.image_token_dropout
+        if self.training and p > 0:
+            mask = self._drop_tokens(mask, p)
         return tokens, mask, feats.grid
 
     def forward_text(self, inputs: ModelInputs, *, text_present: torch.Tensor | None = None,
@@ -240,7 +243,8 @@ class ClinmmModel(nn.Module):
 
     @staticmethod
     def _drop_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
-        """Word dropout: hide each valid token with probability ``p``; a note left empty keeps its tokens."""
+        """Token dropout: hide each valid token with probability ``p``; a note or image left empty keeps its
+        tokens."""
         kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)  # (B, K*L)
         emptied = mask.any(1) & ~kept.any(1)  # (B,)
         return torch.where(emptied[:, None], mask, kept)

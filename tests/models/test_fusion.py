@@ -154,6 +154,27 @@ def test_text_token_dropout_hides_tokens_in_training_only(text_encoder, tiny_tex
         assert kept[0, 0] and not kept[1].any()
 
 
+def test_image_token_dropout_hides_tokens_in_training_only(text_encoder, tiny_text_dir):
+    """Image token dropout: about p of an image's tokens are hidden from the fusion and the auxiliary image head while
+    training, a missing image stays hidden, and evaluation sees every token."""
+    torch.manual_seed(0)
+    cfg = tiny_config(tiny_text_dir)
+    cfg.fusion.image_token_dropout = 0.5
+    model = ClinmmModel(config=cfg, labels=LABELS, text_encoder=text_encoder)
+    present = torch.tensor([True] * 7 + [False])
+    image = torch.randn(8, 1, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        _, full, _ = model.forward_image(image, present)
+    model.train()
+    with torch.no_grad():
+        _, dropped, _ = model.forward_image(image, present)
+    assert full[:7].all() and not full[7].any()
+    assert not (dropped & ~full).any() and dropped[:7].any(1).all()
+    frac = dropped.sum() / full.sum()
+    assert 0.2 < float(frac) < 0.8, frac
+
+
 def test_explain_returns_the_model_without_each_modality(text_encoder, tiny_text_dir):
     """``explain=True`` also gives the fused logits with the image / the note removed: exactly what the model says when
     that modality is dropped (the dashboard's "without image / without note" columns)."""

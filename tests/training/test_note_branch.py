@@ -54,6 +54,7 @@ def test_note_branch_of_unimodal_models(tiny_text_dir):
 @pytest.mark.parametrize(("section", "key", "value", "match"), [
     ("train", "note_branch_epochs", -1, "note_branch_epochs must be >= 0"),
     ("fusion", "text_token_dropout", 1.0, r"text_token_dropout must be in \[0, 1\)"),
+    ("fusion", "image_token_dropout", -0.1, r"image_token_dropout must be in \[0, 1\)"),
 ])
 def test_out_of_range_settings_are_refused(tiny_text_dir, section, key, value, match):
     cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8)
