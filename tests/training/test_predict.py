@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from clinmm_tiny import LABELS, make_samples, tiny_config
 
@@ -13,18 +14,22 @@ from clinmm.train import predict_logits
 from clinmm.training.predict import predict_outputs
 
 
-def _model(tiny_text_dir, method: str) -> ClinmmModel:
-    cfg = tiny_config(tiny_text_dir, method=method)
+@pytest.fixture(scope="module")
+def text_encoder(tiny_text_dir) -> TextEncoder:
+    return TextEncoder.from_config(tiny_config(tiny_text_dir).text)
+
+
+def _model(tiny_text_dir, text_encoder: TextEncoder, method: str) -> ClinmmModel:
     torch.manual_seed(0)
-    text = TextEncoder.from_config(cfg.text) if method != "image_only" else None
-    return ClinmmModel(config=cfg, labels=LABELS, text_encoder=text)
+    return ClinmmModel(config=tiny_config(tiny_text_dir, method=method), labels=LABELS,
+                       text_encoder=text_encoder if method != "image_only" else None)
 
 
-def test_fields_match_a_single_forward_across_batches(tiny_text_dir):
+def test_fields_match_a_single_forward_across_batches(tiny_text_dir, text_encoder):
     """Batches of 3 over 7 studies give the same (N, C) rows as one eval forward of all 7, with and without a
     modality dropped; the model is left in eval mode."""
-    model = _model(tiny_text_dir, "cross_attention")
-    samples = make_samples(model.text_encoder.note_tokenizer(), 7, seed=3)
+    model = _model(tiny_text_dir, text_encoder, "cross_attention")
+    samples = make_samples(text_encoder.note_tokenizer(), 7, seed=3)
     model.train()
     out = predict_outputs(model, samples, fields=("logits", "head_logits", "image_logits", "text_logits"),
                           image_size=32, pad_id=0, device=torch.device("cpu"), batch_size=3)
@@ -42,11 +47,10 @@ def test_fields_match_a_single_forward_across_batches(tiny_text_dir):
     np.testing.assert_allclose(no_text, ref_no_text.numpy(), atol=1e-5)
 
 
-def test_missing_head_is_none_and_no_samples_is_empty(tiny_text_dir):
+def test_missing_head_is_none_and_no_samples_is_empty(tiny_text_dir, text_encoder):
     """A head the model does not have comes back ``None``; an empty list of studies gives (0, C) arrays."""
-    model = _model(tiny_text_dir, "image_only")
-    tok = _model(tiny_text_dir, "cross_attention").text_encoder.note_tokenizer()
-    samples = make_samples(tok, 4, seed=4)
+    model = _model(tiny_text_dir, text_encoder, "image_only")
+    samples = make_samples(text_encoder.note_tokenizer(), 4, seed=4)
     out = predict_outputs(model, samples, fields=("logits", "text_logits"), image_size=32, pad_id=0,
                           device=torch.device("cpu"))
     assert out["text_logits"] is None and out["logits"].shape == (4, len(LABELS))
