@@ -192,6 +192,11 @@ class TrainConfig:
         flip_axes: spatial axes of the model input that the training augmentation flips, each with probability
             0.5 — in 2D (0 = rows, 1 = columns), in 3D (0 = slices, 1 = rows, 2 = columns). Empty (default): none,
             a radiograph's left and right are anatomy.
+        rotation_equivariance: weight of a loss that asks the image tokens of the input turned by 180° (in the
+            image plane) to equal the original tokens turned by 180° on the token grid
+            (:meth:`clinmm.models.classifier.ClinmmModel.rotation_equivariance`); 0 (default) = off. The rotated
+            image is only encoded for this term; the classifier never reads it. A token map that is equivariant
+            under the turn cannot carry a finding one token to the side of where it is in one direction only.
     """
 
     epochs: int = 10
@@ -213,6 +218,7 @@ class TrainConfig:
     max_train_seconds: float = 0.0
     note_branch_epochs: int = 0
     flip_axes: list[int] = field(default_factory=list)
+    rotation_equivariance: float = 0.0
 
 
 @dataclass

@@ -339,6 +339,8 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
                          f"processes ({ctx.world_size})")
     if tc.note_branch_epochs < 0:
         raise ValueError(f"train.note_branch_epochs must be >= 0 (0 = the whole run), got {tc.note_branch_epochs}")
+    if tc.rotation_equivariance < 0:
+        raise ValueError(f"train.rotation_equivariance must be >= 0 (0 = off), got {tc.rotation_equivariance}")
     for key in ("text_token_dropout", "image_token_dropout"):
         if not 0.0 <= getattr(fc, key) < 1.0:
             raise ValueError(f"fusion.{key} must be in [0, 1), got {getattr(fc, key)}")
@@ -406,7 +408,8 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
             targets = batch.labels.to(device)
             drop_i, drop_t = _dropout_flags(positions[step - 1], draws, inputs, fc.modality_dropout)
             with autocast_for(device):
-                output = net(inputs, drop_image=drop_i, drop_text=drop_t)
+                output = net(inputs, drop_image=drop_i, drop_text=drop_t,
+                             equivariance=tc.rotation_equivariance > 0 and model.image_encoder is not None)
             terms = joint_loss_terms(output, targets, fusion=fc, train=tc, pos_weight=pos_weight)
             counts = all_reduce_sum([t.count for t in terms], ctx) if ctx.enabled else None
             loss = combine_terms(terms, counts=counts, scale=float(ctx.world_size))

@@ -68,6 +68,8 @@ class ClinmmOutput:
         logits_no_image: (B, C) fused logits with the image removed (the model's missing-image path, stacked as
             ``logits`` is), with ``explain=True``.
         logits_no_text: (B, C) the same with the note removed.
+        image_equivariance: (B,) each image's relative error of 180° rotation equivariance of its tokens (NaN where
+            the input has no image), with ``equivariance=True``; see :meth:`ClinmmModel.rotation_equivariance`.
     """
 
     logits: torch.Tensor
@@ -85,6 +87,7 @@ class ClinmmOutput:
     relevance: torch.Tensor | None = None
     logits_no_image: torch.Tensor | None = None
     logits_no_text: torch.Tensor | None = None
+    image_equivariance: torch.Tensor | None = None
 
     @property
     def probs(self) -> torch.Tensor:
@@ -241,6 +244,39 @@ class ClinmmModel(nn.Module):
             mask = self._drop_tokens(mask, p)
         return tokens, mask, attentions
 
+    def rotation_equivariance(self, image: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...],
+                              image_present: torch.Tensor) -> torch.Tensor:
+        """How far the image tokens are from equivariant under a 180° turn of the image plane → (B,).
+
+        The input turned by 180° (its last two axes reversed) is encoded and compared with the original tokens turned
+        on the token grid: ``‖T(rot x) − rot T(x)‖² / (v(T(x)) + v(T(rot x)))`` per image, where ``v`` is the
+        tokens' spread over the grid (squared distance from their mean, averaged over tokens). 0 is exactly
+        equivariant; two unrelated maps of the same spread give about 1. Dividing by the spread keeps the
+        trivial answer — every token alike — from scoring well. A turn rather than a flip: it reverses both axes at
+        once, so one encoding tests offsets along both.
+
+        Args:
+            image: (B, 1, H, W) or (B, 1, D, H, W) model input.
+            tokens: (B, Ni, D) the projected tokens of ``image`` (:meth:`forward_image`), row-major over ``grid``.
+            grid: the token grid, (h, w) or (d, h, w).
+            image_present: (B,) bool; NaN is returned where it is False.
+        """
+        if self.image_encoder is None:
+            raise ValueError("rotation equivariance needs an image branch (fusion.method is text_only)")
+        b, ni, dim = tokens.shape
+        if ni < 2:
+            raise ValueError(f"rotation equivariance needs a token grid of 2 or more tokens, got grid {grid}: enlarge "
+                             "data.image_size or set train.rotation_equivariance to 0")
+        turned = self.image_proj(self.image_encoder.forward_features(image.flip(-2, -1)).tokens.float())  # (B, Ni, D)
+        back = tokens.reshape(b, *grid, dim).flip(-3, -2).reshape(b, ni, dim)  # (B, Ni, D): rot T(x)
+
+        def spread(t: torch.Tensor) -> torch.Tensor:
+            return (t - t.mean(1, keepdim=True)).pow(2).sum(-1).mean(1)  # (B,)
+
+        error = (turned - back).pow(2).sum(-1).mean(1)  # (B,)
+        rel = error / (spread(tokens) + spread(turned)).clamp_min(1e-6)  # (B,)
+        return torch.where(image_present, rel, torch.full_like(rel, float("nan")))
+
     @staticmethod
     def _drop_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
         """Token dropout: hide each valid token with probability ``p``; a note or image left empty keeps its
@@ -307,7 +343,7 @@ class ClinmmModel(nn.Module):
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
                 drop_text: torch.Tensor | None = None, output_text_attentions: bool = False,
-                explain: bool = False) -> ClinmmOutput:
+                explain: bool = False, equivariance: bool = False) -> ClinmmOutput:
         """Run the model.
 
         Args:
@@ -318,10 +354,15 @@ class ClinmmModel(nn.Module):
             explain: also return the fusion's token relevance (cross_attention only; see
                 :meth:`clinmm.models.fusion.CrossAttentionFusion.token_relevance`) and the fused logits with each
                 modality removed (the encoders run once; only the fusion runs again).
+            equivariance: also return each image's rotation equivariance error (:meth:`rotation_equivariance`;
+                encodes every image a second time, turned; ``train.rotation_equivariance``).
         """
         image_present = inputs.image_present & ~drop_image if drop_image is not None else inputs.image_present
         text_present = inputs.text_present & ~drop_text if drop_text is not None else inputs.text_present
         img, img_mask, grid = self.forward_image(inputs.image, image_present)
+        # every real image, also one that modality dropout hides from the fusion
+        image_equivariance = (self.rotation_equivariance(inputs.image, img, grid, inputs.image_present)
+                              if equivariance and self.image_encoder is not None else None)
         txt, txt_mask, text_attn = self.forward_text(inputs, text_present=text_present,
                                                      output_attentions=output_text_attentions)
         fc = self.config.fusion
@@ -368,6 +409,7 @@ class ClinmmModel(nn.Module):
             relevance=relevance,
             logits_no_image=logits_no_image,
             logits_no_text=logits_no_text,
+            image_equivariance=image_equivariance,
         )
 
     def _stacked_relevance(self, relevance: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,

@@ -69,8 +69,8 @@ class LossTerm:
     """One weighted term of the joint loss before normalisation.
 
     Args:
-        name: ``fused``, ``image`` or ``text``.
-        weight: its weight (1, α or β).
+        name: ``fused``, ``image``, ``text`` or ``equivariance``.
+        weight: its weight (1, α, β or ``train.rotation_equivariance``).
         total: sum of the per-cell losses over the known cells (0-dim tensor, differentiable).
         count: number of known cells (0-dim float tensor).
     """
@@ -83,8 +83,10 @@ class LossTerm:
 
 def joint_loss_terms(output: ClinmmOutput, targets: torch.Tensor, *, fusion: FusionConfig, train: TrainConfig,
                      pos_weight: torch.Tensor | None = None, gamma: float = 2.0) -> list[LossTerm]:
-    """The terms of ``L_fused + α·L_image + β·L_text`` as (sum, count) pairs; auxiliary terms only over samples where
-    their modality was present (after modality dropout)."""
+    """The terms of ``L_fused + α·L_image + β·L_text (+ λ·L_equivariance)`` as (sum, count) pairs; auxiliary terms
+    only over samples where their modality was present (after modality dropout); the equivariance term (when the
+    output carries it and ``train.rotation_equivariance`` > 0) over every sample with an image, as a mean of
+    per-image errors."""
 
     def one(name: str, weight: float, logits: torch.Tensor, mask: torch.Tensor | None) -> LossTerm:
         known = _known(targets, mask)
@@ -98,6 +100,12 @@ def joint_loss_terms(output: ClinmmOutput, targets: torch.Tensor, *, fusion: Fus
         terms.append(one("image", fusion.aux_image_weight, output.image_logits, output.image_present))
     if output.text_logits is not None and fusion.aux_text_weight > 0:
         terms.append(one("text", fusion.aux_text_weight, output.text_logits, output.text_present))
+    if output.image_equivariance is not None and train.rotation_equivariance > 0:
+        err = output.image_equivariance  # (B,), NaN where the input has no image
+        known = ~torch.isnan(err)
+        terms.append(LossTerm(name="equivariance", weight=train.rotation_equivariance,
+                              total=torch.where(known, err, torch.zeros_like(err)).sum(),
+                              count=known.sum().to(err.dtype)))
     return terms
 
 
