@@ -196,7 +196,9 @@ class TrainConfig:
             image plane) to equal the original tokens turned by 180° on the token grid
             (:meth:`clinmm.models.classifier.ClinmmModel.rotation_equivariance`); 0 (default) = off. The rotated
             image is only encoded for this term; the classifier never reads it. A token map that is equivariant
-            under the turn cannot carry a finding one token to the side of where it is in one direction only.
+            under the turn cannot carry a finding one token to the side of where it is in one direction only. Off in
+            the demo configuration: on its three seeds it narrowed the spread of image pointing but cost the demo's
+            own seed (docs/explanations.md, "Measured (twentieth session)").
     """
 
     epochs: int = 10
