@@ -253,7 +253,9 @@ class ClinmmModel(nn.Module):
         tokens' spread over the grid (squared distance from their mean, averaged over tokens). 0 is exactly
         equivariant; two unrelated maps of the same spread give about 1. Dividing by the spread keeps the
         trivial answer — every token alike — from scoring well. A turn rather than a flip: it reverses both axes at
-        once, so one encoding tests offsets along both.
+        once, so one encoding tests offsets along both. The turned token grid lines up with the original only when
+        the input's height and width are multiples of the encoder's stride (128 / 16 in the demo configuration,
+        256 / 32 by default); otherwise it is off by the remainder and even an equivariant network scores above 0.
 
         Args:
             image: (B, 1, H, W) or (B, 1, D, H, W) model input.
