@@ -106,11 +106,3 @@ def test_training_with_the_term_lowers_the_error(tiny_text_dir):
     assert errors[0.0][0] == pytest.approx(errors[2.0][0])  # the same start
     assert errors[2.0][1] < 0.5 * errors[0.0][1], errors
 
-
-def test_a_negative_weight_is_refused(tiny_text_dir):
-    cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8, rotation_equivariance=-1.0)
-    model = build_model(cfg, LABELS)
-    tok = model.text_encoder.note_tokenizer()
-    with pytest.raises(ValueError, match="rotation_equivariance must be >= 0"):
-        fit(model, make_samples(tok, 8), make_samples(tok, 8, seed=1), config=cfg, device=torch.device("cpu"),
-            pad_id=0, progress=False)

@@ -55,6 +55,7 @@ def test_note_branch_of_unimodal_models(tiny_text_dir):
     ("train", "note_branch_epochs", -1, "note_branch_epochs must be >= 0"),
     ("fusion", "text_token_dropout", 1.0, r"text_token_dropout must be in \[0, 1\)"),
     ("fusion", "image_token_dropout", -0.1, r"image_token_dropout must be in \[0, 1\)"),
+    ("train", "rotation_equivariance", -1.0, "rotation_equivariance must be >= 0"),
 ])
 def test_out_of_range_settings_are_refused(tiny_text_dir, section, key, value, match):
     cfg = tiny_config(tiny_text_dir, epochs=1, batch_size=8)
