@@ -408,8 +408,7 @@ def fit(model: ClinmmModel, train_samples: list[Sample], val_samples: list[Sampl
             targets = batch.labels.to(device)
             drop_i, drop_t = _dropout_flags(positions[step - 1], draws, inputs, fc.modality_dropout)
             with autocast_for(device):
-                output = net(inputs, drop_image=drop_i, drop_text=drop_t,
-                             equivariance=tc.rotation_equivariance > 0 and model.image_encoder is not None)
+                output = net(inputs, drop_image=drop_i, drop_text=drop_t, equivariance=tc.rotation_equivariance > 0)
             terms = joint_loss_terms(output, targets, fusion=fc, train=tc, pos_weight=pos_weight)
             counts = all_reduce_sum([t.count for t in terms], ctx) if ctx.enabled else None
             loss = combine_terms(terms, counts=counts, scale=float(ctx.world_size))
