@@ -6,6 +6,7 @@ Scoring, the report, the explanations and the dashboard all go through :class:`P
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,14 @@ import torch
 from clinmm.calibration import apply_calibration
 from clinmm.checkpoint import LoadedModel, load_checkpoint
 from clinmm.data.dataset import Batch, Sample, SampleBuilder, collate
+from clinmm.explain.occlusion import carry_image_relevance
 from clinmm.explain.rollout import roll_back_relevance
 from clinmm.io.study import ImageVolume
 from clinmm.models.classifier import ClinmmOutput
 
 __all__ = ["Prediction", "Predictor", "predictions_from_output", "load_checkpoint", "resolve_device", "autocast_for"]
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -150,6 +154,10 @@ class Predictor:
         model = loaded.model
         tokenizer = model.text_encoder.note_tokenizer() if model.text_encoder is not None else None
         self.pad_id = int(getattr(model.text_encoder.tokenizer, "pad_token_id", 0) or 0) if tokenizer else 0
+        if model.carries_image_relevance and int(model.healthy_reference_count) == 0:
+            logger.warning("%s asks for fusion.image_relevance_carry='occlusion' but holds no healthy reference "
+                           "(too few healthy training studies); image heatmaps show each token's relevance where the "
+                           "token is", loaded.path)
         self.builder = SampleBuilder(data_config=loaded.config.data, tokenizer=tokenizer,
                                      max_file_bytes=max_file_bytes, max_pixels=max_pixels, keep_display=keep_display)
 
@@ -186,7 +194,19 @@ class Predictor:
         model = self.loaded.model
         attentions = explain and self.text_rollout > 0 and model.text_encoder is not None and model.supports_relevance
         with autocast_for(device):
-            return model(inputs, drop_image=di, drop_text=dt, explain=explain, output_text_attentions=attentions)
+            out = model(inputs, drop_image=di, drop_text=dt, explain=explain, output_text_attentions=attentions)
+            if (explain and out.relevance is not None and self.carries_image_relevance and not drop_image
+                    and not drop_text):
+                out.relevance = carry_image_relevance(model, inputs, out.relevance, grid=out.image_grid,
+                                                      boxes=batch.boxes, reference=model.healthy_reference)
+        return out
+
+    @property
+    def carries_image_relevance(self) -> bool:
+        """True when explanations carry the image relevance back by occlusion: the checkpoint asks for it
+        (``fusion.image_relevance_carry``) and holds a fitted healthy reference."""
+        model = self.loaded.model
+        return model.carries_image_relevance and int(model.healthy_reference_count) > 0
 
     @property
     def text_rollout(self) -> float:

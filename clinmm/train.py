@@ -39,6 +39,7 @@ from clinmm.config import ClinmmConfig, TrainConfig, config_to_dict
 from clinmm.data.dataset import Sample, SampleBuilder, collate
 from clinmm.data.manifest import Manifest, StudyRecord, read_manifest
 from clinmm.errors import CheckpointError, ManifestError
+from clinmm.explain.occlusion import fit_healthy_reference
 from clinmm.inference import autocast_for, resolve_device
 from clinmm.metrics import macro_auroc
 from clinmm.models.classifier import ClinmmModel, ModelInputs
@@ -627,6 +628,12 @@ def _train(manifest_path, out: Path, *, config: ClinmmConfig, resume: bool, init
     if model.head_stack is not None:  # late fusion of the fusion head and the auxiliary heads, on validation
         stack_fit = fit_head_stack(model, val_samples, image_size=config.data.image_size, pad_id=pad_id,
                                    device=device)
+    reference = None
+    if model.carries_image_relevance:  # what an occluded image cell shows in explanations (explain.occlusion)
+        reference = fit_healthy_reference(train_samples, size=config.data.image_size)
+        if reference is not None:
+            model.healthy_reference.copy_(reference.image)
+            model.healthy_reference_count.fill_(reference.count)
     y_val = np.stack([s.labels for s in val_samples])
     val_logits = predict_logits(model, val_samples, image_size=config.data.image_size, pad_id=pad_id, device=device)
     calibration = fit_calibration(val_logits, y_val, method=config.train.calibration,
@@ -643,6 +650,9 @@ def _train(manifest_path, out: Path, *, config: ClinmmConfig, resume: bool, init
                         "text_warmup": warmup.to_dict() if warmup is not None else None}
     if stack_fit is not None:
         card["head_stack"] = stack_fit.as_dict()
+    if model.carries_image_relevance:
+        card["healthy_reference"] = {"studies": reference.count if reference is not None else 0,
+                                     "used_by": "fusion.image_relevance_carry = occlusion (explanations only)"}
     save_checkpoint(out, model=model, config=config, labels=labels, calibration=calibration,
                     scope=_scope(train_samples, config.data.modalities), model_card=card,
                     reference=_reference_stats(train_samples, val_probs, labels),

@@ -99,9 +99,11 @@ def image_panel(volume: Any, result: CaseResult, *, key: str) -> None:
         st.image((rgb * 255 + 0.5).astype(np.uint8), caption=f"{caption} · heatmap: {label}", width="stretch")
         st.image(legend_png(vmax=result.image_vmax,
                             label=f"{label}: evidence (× uniform × probability), fixed scale 0–{result.image_vmax:g}"))
+        traced = (", traced back to the image region it was read from (each region replaced in turn by healthy "
+                  "anatomy)" if result.heat_carried else "")
         st.caption("Heat: each region's share of what raised the finding's score in the model's attention "
-                   "(Shapley value); regions that argue against the finding stay uncoloured. Measured faithfulness: "
-                   "see the validation report.")
+                   f"(Shapley value){traced}; regions that argue against the finding stay uncoloured. Measured "
+                   "faithfulness: see the validation report.")
     else:
         st.image(gray, caption=caption, width="stretch", clamp=True)
         if show and index != result.heat_slice:

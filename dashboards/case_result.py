@@ -40,6 +40,8 @@ class CaseResult:
         heatmaps: label → (H0, W0) heat on the original pixel grid, in ``clinmm.explain`` units (share relative to
             uniform × probability), drawn on the fixed scale [0, ``image_vmax``].
         heat_slice: slice of the volume the heatmaps belong to.
+        heat_carried: the heat was carried back from the image tokens to the image regions they read it from
+            (occlusion with a healthy reference, ``fusion.image_relevance_carry``).
         note_words: label → the note's words (``clinmm.explain.attention.WordScore``: ORIGINAL-note spans, heat).
         image_vmax: top of the fixed image colour scale.
         text_vmax: top of the fixed note colour scale.
@@ -62,6 +64,7 @@ class CaseResult:
     source: str
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     heat_slice: int = 0
+    heat_carried: bool = False
     note_words: dict[str, list[Any]] = field(default_factory=dict)
     image_vmax: float = 4.0
     text_vmax: float = 4.0
@@ -160,6 +163,7 @@ def live_result(predictor: Any, image: Any, note: str | None, *, key: str = "") 
     if pred.image_attention is None and pred.text_attention is None:
         return result  # a fusion without attention (concat / gated): probabilities only
     explanation = explain_prediction(sample, pred)
+    result.heat_carried = bool(predictor.carries_image_relevance)
     for item in explanation.labels:
         if item.image is not None and item.image.heat.ndim == 2:
             result.heatmaps[item.label] = item.image.heat  # (H0, W0) heat units, fixed scale [0, image_vmax]

@@ -147,6 +147,7 @@ class Batch:
     labels: torch.Tensor | None
     keys: list[str]
     offsets: torch.Tensor  # (B, K, L, 2) char spans of note tokens
+    boxes: torch.Tensor | None = None  # (B, 4) int64 (top, left, rows, cols) of the 2D image content on the model grid
 
     def pin_memory(self) -> Batch:
         self.inputs = ModelInputs(**{k: v.pin_memory() for k, v in self.inputs.__dict__.items()})
@@ -172,4 +173,7 @@ def collate(samples: Sequence[Sample], *, image_size: int, pad_id: int = 0) -> B
     labels = None
     if all(s.labels is not None for s in samples):
         labels = torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.float32))  # (B, C)
-    return Batch(inputs=inputs, labels=labels, keys=[s.key for s in samples], offsets=notes["offsets"])
+    boxes = torch.tensor([[s.letterbox.pad_top, s.letterbox.pad_left, *s.letterbox.resized]
+                          if s.image is not None and s.letterbox is not None else [0, 0, *shape[-2:]]
+                          for s in samples], dtype=torch.long).reshape(b, 4)  # (B, 4)
+    return Batch(inputs=inputs, labels=labels, keys=[s.key for s in samples], offsets=notes["offsets"], boxes=boxes)

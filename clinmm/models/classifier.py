@@ -110,6 +110,16 @@ class ModalityAblations:
     logits_no_image: torch.Tensor
 
 
+@dataclass
+class _Explained:
+    """The explain step's outputs (see :meth:`ClinmmModel._explain`)."""
+
+    relevance: torch.Tensor | None
+    logits_no_image: torch.Tensor
+    logits_no_text: torch.Tensor
+    modality_share: torch.Tensor | None
+
+
 class ClinmmModel(nn.Module):
     """Image tokens and text tokens meet in a fusion module; one logit per label.
 
@@ -147,8 +157,19 @@ class ClinmmModel(nn.Module):
             self.text_head = nn.Linear(dim, num_labels)
         self.fusion = build_fusion(config.fusion, num_labels=num_labels)
         self.head_stack = HeadStack(num_labels=num_labels) if config.fusion.head_stack else None
+        if self.carries_image_relevance:  # fitted after training (clinmm.explain.occlusion.fit_healthy_reference)
+            size = config.data.image_size
+            self.register_buffer("healthy_reference", torch.zeros(1, size, size))  # (1, S, S)
+            self.register_buffer("healthy_reference_count", torch.zeros((), dtype=torch.long))
         # Used while every text-encoder weight is frozen (the CPU demo's training); loaded checkpoints switch it off.
         self.text_cache = text_cache if text_cache is not None else FrozenTextCache()
+
+    @property
+    def carries_image_relevance(self) -> bool:
+        """True when the configuration asks for the image relevance to be carried back by occlusion (2D
+        cross_attention models; ``fusion.image_relevance_carry``)."""
+        return (self.config.fusion.image_relevance_carry == "occlusion" and self.image_encoder is not None
+                and self.config.image.spatial_dims == 2 and self.supports_relevance)
 
     @property
     def supports_relevance(self) -> bool:
@@ -339,9 +360,7 @@ class ClinmmModel(nn.Module):
             image_present: (B,) bool, the input's image flag (read only where the model has no image branch).
             text_present: (B,) bool, the same for the note.
         """
-        presence = self._presence(img_mask, txt_mask, image_present, text_present)
-        return self._output(self.fusion(img, img_mask, txt, txt_mask).logits, img, img_mask, txt, txt_mask,
-                            presence=presence)
+        return self._fuse(img, img_mask, txt, txt_mask, image_present, text_present, relevance=False)[1]
 
     def forward(self, inputs: ModelInputs, *, drop_image: torch.Tensor | None = None,
                 drop_text: torch.Tensor | None = None, output_text_attentions: bool = False,
@@ -367,34 +386,17 @@ class ClinmmModel(nn.Module):
                               if equivariance and self.image_encoder is not None else None)
         txt, txt_mask, text_attn = self.forward_text(inputs, text_present=text_present,
                                                      output_attentions=output_text_attentions)
-        fc = self.config.fusion
-        fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True,
-                                           image_game=fc.image_relevance_game, text_game=fc.text_relevance_game)
-                               if explain and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
-        image_logits, text_logits = self._aux_logits(img, img_mask, txt, txt_mask)
-        img_on, txt_on = self._presence(img_mask, txt_mask, image_present, text_present)
-        logits = (fused.logits if self.head_stack is None
-                  else self.head_stack(fused.logits, image_logits, text_logits, img_on, txt_on))  # (B, C)
-        relevance = fused.relevance
+        fused, logits, (image_logits, text_logits) = self._fuse(img, img_mask, txt, txt_mask, image_present,
+                                                                text_present, relevance=explain)
         # the fusion's own share describes the stacked output only without a stack (with one: from the ablations)
         modality_share = fused.modality_share if self.head_stack is None else None
-        logits_no_image = logits_no_text = None
-        if explain:  # what the model says without each modality: its own missing-modality path
-            none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
-            head_no_image = self.fusion(img, none_img, txt, txt_mask).logits  # (B, C)
-            head_no_text = self.fusion(img, img_mask, txt, none_txt).logits  # (B, C)
-            logits_no_image = self._output(head_no_image, img, none_img, txt, txt_mask,
-                                           presence=(torch.zeros_like(img_on), txt_on))  # (B, C)
-            logits_no_text = self._output(head_no_text, img, img_mask, txt, none_txt,
-                                          presence=(img_on, torch.zeros_like(txt_on)))  # (B, C)
-            if self.head_stack is not None:
-                added = torch.stack([logits - logits_no_image, logits - logits_no_text], -1)  # (B, C, 2)
-                total = added.abs().sum(-1, keepdim=True)  # (B, C, 1)
-                modality_share = torch.where(total > 0, added / total.clamp_min(1e-12), torch.zeros_like(added))
-            if relevance is not None and self.head_stack is not None:
-                relevance = self._stacked_relevance(
-                    relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on), aux=(image_logits, text_logits),
-                    without=(logits_no_image, logits_no_text), head_without=(head_no_image, head_no_text))
+        relevance = logits_no_image = logits_no_text = None
+        if explain:
+            ex = self._explain(fused, logits, img, img_mask, txt, txt_mask, image_present, text_present,
+                               aux=(image_logits, text_logits))
+            relevance, logits_no_image, logits_no_text = ex.relevance, ex.logits_no_image, ex.logits_no_text
+            if ex.modality_share is not None:
+                modality_share = ex.modality_share
         return ClinmmOutput(
             logits=logits,
             head_logits=fused.logits,
@@ -413,6 +415,58 @@ class ClinmmModel(nn.Module):
             logits_no_text=logits_no_text,
             image_equivariance=image_equivariance,
         )
+
+    def _fuse(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
+              image_present: torch.Tensor, text_present: torch.Tensor, *, relevance: bool,
+              ) -> tuple[FusionOutput, torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """The fusion (with token relevance when asked and supported), the output logits (B, C) and the auxiliary
+        heads' logits."""
+        fc = self.config.fusion
+        fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True,
+                                           image_game=fc.image_relevance_game, text_game=fc.text_relevance_game)
+                               if relevance and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
+        aux = self._aux_logits(img, img_mask, txt, txt_mask)
+        img_on, txt_on = self._presence(img_mask, txt_mask, image_present, text_present)
+        logits = fused.logits if self.head_stack is None else self.head_stack(fused.logits, *aux, img_on, txt_on)
+        return fused, logits, aux
+
+    def _explain(self, fused: FusionOutput, logits: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
+                 txt: torch.Tensor, txt_mask: torch.Tensor, image_present: torch.Tensor, text_present: torch.Tensor,
+                 *, aux: tuple[torch.Tensor | None, torch.Tensor | None]) -> _Explained:
+        """What the model says without each modality (its own missing-modality path), the output's token relevance
+        and, with a head stack, the modality share (None without one: the fusion's own share stands)."""
+        img_on, txt_on = self._presence(img_mask, txt_mask, image_present, text_present)
+        none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
+        head_no_image = self.fusion(img, none_img, txt, txt_mask).logits  # (B, C)
+        head_no_text = self.fusion(img, img_mask, txt, none_txt).logits  # (B, C)
+        logits_no_image = self._output(head_no_image, img, none_img, txt, txt_mask,
+                                       presence=(torch.zeros_like(img_on), txt_on))  # (B, C)
+        logits_no_text = self._output(head_no_text, img, img_mask, txt, none_txt,
+                                      presence=(img_on, torch.zeros_like(txt_on)))  # (B, C)
+        relevance = fused.relevance
+        modality_share = None
+        if self.head_stack is not None:
+            added = torch.stack([logits - logits_no_image, logits - logits_no_text], -1)  # (B, C, 2)
+            total = added.abs().sum(-1, keepdim=True)  # (B, C, 1)
+            modality_share = torch.where(total > 0, added / total.clamp_min(1e-12), torch.zeros_like(added))
+            if relevance is not None:
+                relevance = self._stacked_relevance(
+                    relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on), aux=aux,
+                    without=(logits_no_image, logits_no_text), head_without=(head_no_image, head_no_text))
+        return _Explained(relevance=relevance, logits_no_image=logits_no_image, logits_no_text=logits_no_text,
+                          modality_share=modality_share)
+
+    def token_relevance(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
+                        *, image_present: torch.Tensor, text_present: torch.Tensor) -> torch.Tensor:
+        """Projected tokens of both modalities → (B, C, Ni + Lt) each token's relevance to the output logit, as
+        ``forward(..., explain=True)`` returns it (cross_attention only). What explanations that re-run the image
+        branch many times call (:mod:`clinmm.explain.occlusion`)."""
+        if not self.supports_relevance:
+            raise ValueError(f"token_relevance: fusion.method={self.config.fusion.method!r} returns no token "
+                             "relevance (cross_attention only)")
+        fused, logits, aux = self._fuse(img, img_mask, txt, txt_mask, image_present, text_present, relevance=True)
+        return self._explain(fused, logits, img, img_mask, txt, txt_mask, image_present, text_present,
+                             aux=aux).relevance
 
     def _stacked_relevance(self, relevance: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
                            txt: torch.Tensor, txt_mask: torch.Tensor, *,

@@ -310,7 +310,7 @@ def predict_batches(predictor: Predictor, batches: Sequence[Sequence[DecodedStud
         for t in inputs.__dict__.values():
             t.record_stream(torch.cuda.current_stream(device))
         nxt = upload(cpu_batches[i + 1]) if i + 1 < len(cpu_batches) else None
-        dev_batch = Batch(inputs=inputs, labels=None, keys=cb.keys, offsets=cb.offsets)
+        dev_batch = Batch(inputs=inputs, labels=None, keys=cb.keys, offsets=cb.offsets, boxes=cb.boxes)
         out = predictor.forward(dev_batch, explain=explain)
         results.append(predictor.predictions(out, cb, explain=explain))
     return results

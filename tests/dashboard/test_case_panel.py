@@ -19,7 +19,7 @@ def _panel() -> None:
     heat[3:6, 4:7] = 3.0
     result = CaseResult(labels=["nodule"], probs=np.array([0.8]), decisions=np.array([1]), thresholds=np.array([0.5]),
                         image_present=True, note_present=False, source="live", heatmaps={"nodule": heat},
-                        heat_slice=2)
+                        heat_slice=2, heat_carried=True)
     missing_banners(result)
     image_panel(volume, result, key="t")
 
@@ -35,6 +35,7 @@ def test_ct_series_slice_scroller_presets_and_heatmap_slice() -> None:
     assert at.slider(key="t_center_Lung").value == -600.0 and at.slider(key="t_width_Lung").value == 1500.0
     at.toggle(key="t_heat_on").set_value(True).run()
     assert len(at.image) == 2  # overlay + colour bar
+    assert "traced back to the image region it was read from" in "".join(c.value for c in at.caption)
     at.slider(key="t_slice").set_value(4).run()
     assert len(at.image) == 1 and "scroll there" in "".join(c.value for c in at.caption)
 

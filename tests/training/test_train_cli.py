@@ -84,3 +84,37 @@ def test_train_fits_the_head_stack_on_validation(tmp_path, tiny_text_dir):
                 assert float(stack.weight[p, c, 0]) == 1.0 and float(stack.weight[p, c, 1:].abs().sum()) == 0
             else:
                 assert abs(float(stack.weight[p, c, 0]) - labels[label]["fusion"]) < 1e-3
+
+
+@pytest.mark.skipif(not TINY.is_file(), reason="sample_data/tiny is not in this checkout")
+def test_train_fits_the_healthy_reference_for_occlusion_carry(tmp_path, tiny_text_dir, monkeypatch):
+    """With ``fusion.image_relevance_carry: occlusion`` the training run stores the mean of its healthy training
+    images' content in the checkpoint (the tiny set has fewer healthy studies than the floor of 16, so the floor is
+    lowered here), and the model card says how many studies it averages."""
+    import functools
+
+    import numpy as np
+
+    import clinmm.train as train_module
+    from clinmm.checkpoint import load_checkpoint
+    from clinmm.config import config_to_dict
+    from clinmm.data.manifest import read_manifest
+    from clinmm.explain.occlusion import fit_healthy_reference
+    from clinmm.inference import Predictor
+
+    monkeypatch.setattr(train_module, "fit_healthy_reference", functools.partial(fit_healthy_reference, min_studies=1))
+    cfg = config_to_dict(tiny_config(tiny_text_dir, epochs=1, batch_size=8))
+    cfg["data"]["labels"] = []
+    cfg["fusion"]["image_relevance_carry"] = "occlusion"
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "ckpt"
+    result = CliRunner().invoke(app, ["train", "--manifest", str(TINY), "--out", str(out), "--config",
+                                      str(tmp_path / "tiny.yaml"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    man = read_manifest(TINY)
+    healthy = sum(1 for r in man.split("train") if np.all(np.asarray(r.labels, float) == 0))
+    assert healthy >= 1
+    loaded = load_checkpoint(out)
+    assert int(loaded.model.healthy_reference_count) == healthy == loaded.model_card["healthy_reference"]["studies"]
+    assert float(loaded.model.healthy_reference.abs().sum()) > 0
+    assert Predictor(loaded).carries_image_relevance

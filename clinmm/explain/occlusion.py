@@ -1,0 +1,185 @@
+"""The image tokens' relevance carried back to the image cells it came from, by occlusion with a healthy reference.
+
+Every image token of a convolutional encoder sees most of the image, and the fusion reads the tokens without their
+positions, so the token that carries a lesion to a label can be the lesion's neighbour: the Shapley value then lands
+next to the lesion, on a side each training seed picks (docs/explanations.md, "Measured (fourteenth session)"). The
+note has the same problem with contextual tokens and solves it by attention rollout (:mod:`clinmm.explain.rollout`);
+the image's counterpart here asks the encoder where each token's relevance comes from:
+
+1. replace one cell of the token grid in the input by the same cell of a **healthy reference** (the mean of healthy
+   training images' content, :func:`fit_healthy_reference`) — the cell then shows healthy anatomy, not a flat or
+   blurred patch that a model may read as an opacity;
+2. run the encoder and the fusion again and read every token's relevance;
+3. token ``t``'s positive relevance ``r⁺_t`` is shared among the cells ``p`` in proportion to how much replacing ``p``
+   lowers it, ``Δ⁺_pt = max(0, r⁺_t − r⁺_t(x with p replaced))``; its negative relevance likewise, with ``r⁻ =
+   max(0, −r)``; a token whose relevance no replacement lowers keeps it on its own cell.
+
+The carried map keeps every label's sum (each token's positive and negative parts are shared out whole), so it still
+adds up to the logit minus the logit without the image, and the modality share is untouched. It costs one encoder and
+fusion pass per cell that holds image content (64 on an 8 × 8 grid), in chunks. 2D images only: a 3D study keeps its
+token relevance as it is. Only the explanation depends on it, never a prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clinmm.models.classifier import ClinmmModel, ModelInputs
+
+__all__ = ["HealthyReference", "fit_healthy_reference", "reference_fill", "carry_image_relevance",
+           "MIN_REFERENCE_STUDIES"]
+
+logger = logging.getLogger(__name__)
+
+MIN_REFERENCE_STUDIES = 16
+"""Fewest healthy studies a reference is averaged from: fewer, and no reference is stored (one patient's image must
+not travel in a checkpoint)."""
+
+
+@dataclass
+class HealthyReference:
+    """What :func:`fit_healthy_reference` returns.
+
+    Args:
+        image: (1, S, S) the mean content of the healthy studies, each resized to S × S.
+        count: how many studies it is the mean of.
+    """
+
+    image: torch.Tensor
+    count: int
+
+
+def _content(image: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
+    """(1, H, W) model input → (1, rows, cols) its content inside ``box`` = (top, left, rows, cols)."""
+    top, left, rows, cols = (int(v) for v in box)
+    return image[:, top:top + rows, left:left + cols]
+
+
+def fit_healthy_reference(samples: Sequence, *, size: int, max_studies: int = 256,
+                          min_studies: int = MIN_REFERENCE_STUDIES) -> HealthyReference | None:
+    """The mean of healthy studies' image content, each resized to ``size`` × ``size`` (so that it fits any
+    letterbox geometry when resized back).
+
+    Healthy: every label known and negative. Only 2D images with a letterbox are used.
+
+    Args:
+        samples: prepared :class:`~clinmm.data.dataset.Sample` s (the training split).
+        size: side of the stored reference (the model input size).
+        max_studies: average at most this many (the first ones, in order).
+        min_studies: below this many healthy studies, return None.
+
+    Returns:
+        The reference, or None (too few healthy studies; the caller keeps the uncarried relevance).
+    """
+    total = torch.zeros(1, size, size, dtype=torch.float64)
+    n = 0
+    for s in samples:
+        if n >= max_studies:
+            break
+        if s.image is None or s.image.dim() != 3 or s.letterbox is None or s.labels is None:
+            continue
+        y = np.asarray(s.labels, dtype=np.float64)
+        if not (np.isfinite(y).all() and (y == 0).all()):
+            continue
+        box = s.letterbox
+        crop = _content(s.image.float(), (box.pad_top, box.pad_left, *box.resized))  # (1, rows, cols)
+        total += F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=True)[0].double()
+        n += 1
+    if n < min_studies:
+        logger.warning("healthy reference: %d healthy 2D studies (every label negative) in the training split, "
+                       "fewer than %d; the image relevance is not carried back by occlusion", n, min_studies)
+        return None
+    return HealthyReference(image=(total / n).float(), count=n)
+
+
+def reference_fill(image: torch.Tensor, reference: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
+    """(1, H, W) model input → the same with its content inside ``box`` (top, left, rows, cols) replaced by the
+    reference (1, S, S) resized to the box; the letterbox padding stays the image's own."""
+    top, left, rows, cols = (int(v) for v in box)
+    fill = image.clone()
+    ref = F.interpolate(reference[None].to(image.device, torch.float32), size=(rows, cols), mode="bilinear",
+                        align_corners=False, antialias=True)[0]  # (1, rows, cols)
+    fill[:, top:top + rows, left:left + cols] = ref.to(image.dtype)
+    return fill
+
+
+def _cell_edges(n_pixels: int, n_cells: int) -> list[int]:
+    """Cell boundaries along one axis: ``n_cells`` cells as even as integer pixels allow."""
+    return [round(i * n_pixels / n_cells) for i in range(n_cells + 1)]
+
+
+def _share_out(r0: torch.Tensor, r_occ: torch.Tensor, cells: list[int], n_tokens: int) -> torch.Tensor:
+    """One sign's part: ``r0`` (C, Ni) ≥ 0 and ``r_occ`` (P, C, Ni) ≥ 0 with cell ``cells[p]`` replaced →
+    (C, Ni) each token's value shared among the cells (indexed like the tokens) by how much replacing them lowers it."""
+    drop = (r0[None] - r_occ).clamp_min(0)  # (P, C, Ni)
+    total = drop.sum(0)  # (C, Ni)
+    share = torch.where(total > 0, drop / total.clamp_min(1e-30), torch.zeros_like(drop))  # (P, C, Ni)
+    out = torch.zeros_like(r0)  # (C, Ni) indexed by cell
+    out[:, cells] = torch.einsum("pct,ct->cp", share, r0)
+    kept = torch.where(total > 0, torch.zeros_like(r0), r0)  # (C, Ni) no replacement lowered it: stays put
+    return out + kept
+
+
+@torch.no_grad()
+def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: torch.Tensor, *,
+                          grid: tuple[int, ...], boxes: torch.Tensor | None, reference: torch.Tensor,
+                          chunk: int = 64) -> torch.Tensor:
+    """The image tokens' relevance (B, C, Ni + Lt) → the same with its image part carried back to the cells.
+
+    Args:
+        model: the classifier (eval mode); its fusion must return token relevance (cross_attention).
+        inputs: the batch the relevance was computed on (on the model's device).
+        relevance: (B, C, Ni + Lt) the output's token relevance (``ClinmmOutput.relevance``).
+        grid: the image token grid (h, w); a 3D grid is returned unchanged.
+        boxes: (B, 4) the image content's (top, left, rows, cols) on the model grid, or None (the whole image).
+        reference: (1, S, S) the healthy reference (:func:`fit_healthy_reference`).
+        chunk: occluded images per encoder pass.
+
+    Returns:
+        (B, C, Ni + Lt): the note part unchanged; the image part on the same grid, each label's sum kept.
+    """
+    if len(grid) != 2 or inputs.image.dim() != 4:
+        return relevance
+    h, w = grid
+    ni = h * w
+    out = relevance.clone()
+    _, _, height, width = inputs.image.shape
+    ys, xs = _cell_edges(height, h), _cell_edges(width, w)
+    for i in range(relevance.shape[0]):
+        if not bool(inputs.image_present[i]):
+            continue
+        box = boxes[i].tolist() if boxes is not None else [0, 0, height, width]
+        top, left, rows, cols = box
+        image = inputs.image[i]  # (1, H, W)
+        fill = reference_fill(image, reference, box)
+        # only cells that hold image content: replacing padding changes nothing
+        cells = [r * w + c for r in range(h) for c in range(w)
+                 if ys[r] < top + rows and ys[r + 1] > top and xs[c] < left + cols and xs[c + 1] > left]
+        one = ModelInputs(**{k: v[i:i + 1] for k, v in inputs.__dict__.items()})
+        txt, txt_mask, _ = model.forward_text(one)  # (1, Lt, D), (1, Lt)
+        parts = []
+        for start in range(0, len(cells), chunk):
+            block = cells[start:start + chunk]
+            occluded = image[None].repeat(len(block), 1, 1, 1)  # (n, 1, H, W)
+            for j, p in enumerate(block):
+                r, c = divmod(p, w)
+                occluded[j, :, ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = fill[:, ys[r]:ys[r + 1], xs[c]:xs[c + 1]]
+            n = len(block)
+            present = one.image_present.expand(n)
+            img, img_mask, _ = model.forward_image(occluded, present)  # (n, Ni, D)
+            rel = model.token_relevance(img, img_mask, txt.expand(n, -1, -1), txt_mask.expand(n, -1),
+                                        image_present=present, text_present=one.text_present.expand(n))
+            parts.append(rel[..., :ni].float())  # (n, C, Ni)
+        r_occ = torch.cat(parts)  # (P, C, Ni)
+        r0 = relevance[i, :, :ni].float()  # (C, Ni)
+        carried = (_share_out(r0.clamp_min(0), r_occ.clamp_min(0), cells, ni)
+                   - _share_out((-r0).clamp_min(0), (-r_occ).clamp_min(0), cells, ni))  # (C, Ni)
+        out[i, :, :ni] = carried.to(out.dtype)
+    return out

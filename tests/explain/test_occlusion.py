@@ -1,0 +1,188 @@
+"""Image relevance carried back by occlusion with a healthy reference (clinmm.explain.occlusion).
+
+A stand-in model whose every token reads the cell to its right (the learned offset of docs/explanations.md,
+"Measured (fourteenth session)", made exact) puts a lesion's relevance on the lesion's left neighbour; carried back,
+it must land on the lesion's own cell, with every label's sum kept. Then the real path: a checkpoint that asks for
+the carry stores its reference, and ``Predictor`` returns carried relevance that adds up to the uncarried.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from clinmm.data.transforms import Letterbox
+from clinmm.explain.occlusion import (
+    MIN_REFERENCE_STUDIES,
+    carry_image_relevance,
+    fit_healthy_reference,
+    reference_fill,
+)
+from clinmm.io.study import ImageVolume
+from clinmm.models.classifier import ModelInputs
+
+GRID = (2, 3)  # token grid (h, w); each cell 2 × 2 pixels of a 4 × 6 input
+
+
+class _OffsetModel:
+    """Token (r, c) reads the mean of cell (r, c + 1) (wrapping); label 0's relevance of a token is its reading,
+    label 1's minus it; the note has one token of relevance 0.5 for both labels."""
+
+    def __init__(self) -> None:
+        self.image_calls = 0
+
+    def forward_text(self, inputs):
+        b = inputs.image.shape[0]
+        return torch.zeros(b, 1, 2), torch.ones(b, 1, dtype=torch.bool), None
+
+    def forward_image(self, image, present):  # (n, 1, 4, 6) → (n, 6, 1)
+        self.image_calls += image.shape[0]
+        cells = image.reshape(image.shape[0], 2, 2, 3, 2).mean((2, 4))  # (n, 2, 3)
+        tokens = cells.roll(-1, dims=2).reshape(image.shape[0], 6, 1)  # token (r, c) ← cell (r, c + 1)
+        return tokens, present[:, None].expand(-1, 6), GRID
+
+    def token_relevance(self, img, img_mask, txt, txt_mask, *, image_present, text_present):
+        r = img[..., 0]  # (n, 6)
+        note = torch.full((r.shape[0], 1), 0.5)
+        return torch.stack([torch.cat([r, note], 1), torch.cat([-r, note], 1)], 1)  # (n, 2, 7)
+
+
+def _inputs(image: torch.Tensor, present: bool = True) -> ModelInputs:
+    b = image.shape[0]
+    return ModelInputs(image=image, image_present=torch.full((b,), present), input_ids=torch.zeros(b, 1, 2).long(),
+                       attention_mask=torch.ones(b, 1, 2).long(), keep=torch.ones(b, 1, 2, dtype=torch.bool),
+                       text_present=torch.ones(b, dtype=torch.bool))
+
+
+def _lesion_image() -> torch.Tensor:
+    image = torch.zeros(1, 1, 4, 6)
+    image[0, 0, 0:2, 2:4] = 1.0  # a lesion filling cell (0, 1)
+    return image
+
+
+def _relevance(model: _OffsetModel, image: torch.Tensor) -> torch.Tensor:
+    img, mask, _ = model.forward_image(image, torch.ones(image.shape[0], dtype=torch.bool))
+    return model.token_relevance(img, mask, None, None, image_present=None, text_present=None)  # (B, 2, 7)
+
+
+def test_relevance_read_from_a_neighbour_is_carried_back_to_the_lesion():
+    model = _OffsetModel()
+    image = _lesion_image()
+    rel = _relevance(model, image)
+    # uncarried: the lesion's relevance sits on its left neighbour, token (0, 0)
+    assert int(rel[0, 0, :6].argmax()) == 0
+    out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8))
+    carried = out[0, :, :6].reshape(2, *GRID)
+    assert carried[0].flatten().argmax().item() == 1  # cell (0, 1): the lesion
+    assert carried[0, 0, 1].item() == pytest.approx(1.0)
+    assert carried[1, 0, 1].item() == pytest.approx(-1.0)  # the negative part is carried the same way
+    torch.testing.assert_close(out[0, :, :6].sum(-1), rel[0, :, :6].sum(-1))  # each label's sum kept
+    torch.testing.assert_close(out[0, :, 6:], rel[0, :, 6:])  # the note's relevance untouched
+    assert model.image_calls == 1 + 6  # the original, then one pass per cell
+
+
+def test_a_token_no_replacement_lowers_keeps_its_relevance_in_place():
+    model = _OffsetModel()
+    image = _lesion_image()
+    rel = _relevance(model, image)
+    # the reference equals the image: no replacement changes anything, so nothing moves
+    out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None,
+                                reference=image[0].repeat(1, 1, 1))
+    torch.testing.assert_close(out, rel)
+
+
+def test_padding_cells_are_not_replaced_and_the_fill_keeps_the_padding():
+    model = _OffsetModel()
+    image = torch.zeros(1, 1, 4, 6)
+    image[0, 0, :, :2] = -1.0  # letterbox padding in columns 0–1; content in columns 2–5: cells (·, 1), (·, 2)
+    box = torch.tensor([[0, 2, 4, 4]])  # (top, left, rows, cols)
+    fill = reference_fill(image[0], torch.full((1, 8, 8), 0.25), box[0].tolist())
+    assert (fill[0, :, :2] == -1.0).all() and (fill[0, :, 2:] == 0.25).all()
+    image[0, 0, :, :2] = 0.0  # (the stand-in reads padding too: keep it neutral for the carry below)
+    image[0, 0, 0:2, 4:6] = 1.0  # a lesion in cell (0, 2)
+    rel = _relevance(model, image)
+    out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=box, reference=torch.zeros(1, 8, 8))
+    assert model.image_calls == 1 + 4  # four content cells, not six
+    carried = out[0, 0, :6].reshape(GRID)
+    assert carried.flatten().argmax().item() == 2  # cell (0, 2), where token (0, 1) read the lesion from
+    torch.testing.assert_close(out[0, :, :6].sum(-1), rel[0, :, :6].sum(-1))
+
+
+def test_missing_image_and_3d_grid_are_returned_unchanged():
+    model = _OffsetModel()
+    image = _lesion_image()
+    rel = _relevance(model, image)
+    out = carry_image_relevance(model, _inputs(image, present=False), rel, grid=GRID, boxes=None,
+                                reference=torch.zeros(1, 8, 8))
+    torch.testing.assert_close(out, rel)
+    out = carry_image_relevance(model, _inputs(image), rel, grid=(1, 2, 3), boxes=None,
+                                reference=torch.zeros(1, 8, 8))
+    torch.testing.assert_close(out, rel)
+
+
+class _Sample:
+    def __init__(self, image, labels, box: Letterbox | None):
+        self.image, self.labels, self.letterbox = image, labels, box
+
+
+def test_healthy_reference_is_the_mean_of_healthy_studies_content():
+    box = Letterbox.fit((8, 16), 16)  # content rows 4–11 of a 16 × 16 input
+    assert (box.pad_top, box.resized) == (4, (8, 16))
+
+    def study(value: float, labels) -> _Sample:
+        image = torch.full((1, 16, 16), -5.0)  # padding
+        image[:, 4:12] = value
+        return _Sample(image, np.asarray(labels, float), box)
+
+    healthy = [study(float(i), [0, 0]) for i in range(MIN_REFERENCE_STUDIES)]
+    others = [study(100.0, [1, 0]), study(100.0, [0, np.nan]), _Sample(None, np.zeros(2), None)]
+    ref = fit_healthy_reference(others + healthy, size=8)
+    assert ref is not None and ref.count == MIN_REFERENCE_STUDIES
+    assert ref.image.shape == (1, 8, 8)
+    # only the content (never the padding), only the healthy studies
+    torch.testing.assert_close(ref.image, torch.full((1, 8, 8), (MIN_REFERENCE_STUDIES - 1) / 2))
+    assert fit_healthy_reference(healthy[:-1] + others, size=8) is None  # too few: no patient's image is stored
+
+
+def test_checkpoint_stores_the_reference_and_predictor_carries_with_the_sum_kept(tiny_checkpoint, tmp_path, caplog):
+    from clinmm.checkpoint import load_checkpoint, save_checkpoint
+    from clinmm.inference import Predictor
+
+    loaded = load_checkpoint(tiny_checkpoint)  # the demo configuration: carry asked for, no reference fitted
+    assert loaded.config.fusion.image_relevance_carry == "occlusion"
+    assert int(loaded.model.healthy_reference_count) == 0
+    with caplog.at_level("WARNING", logger="clinmm.inference"):
+        plain = Predictor(loaded)
+    assert not plain.carries_image_relevance and "holds no healthy reference" in caplog.text
+    model = copy.deepcopy(loaded.model)
+    torch.manual_seed(1)
+    model.healthy_reference.copy_(torch.rand(1, 64, 64))
+    model.healthy_reference_count.fill_(20)
+    out = tmp_path / "carry"
+    save_checkpoint(out, model=model, config=loaded.config, labels=loaded.labels, calibration=loaded.calibration,
+                    scope={}, model_card={}, reference={})
+    carrying = Predictor.from_path(out, device="cpu")
+    assert carrying.carries_image_relevance
+    torch.testing.assert_close(carrying.loaded.model.healthy_reference, model.healthy_reference)
+    pixels = np.random.default_rng(0).random((1, 24, 64)).astype(np.float32)  # non-square: letterboxed
+    vol = ImageVolume(pixels=pixels, display=np.clip(pixels, 0, 1), modality="CR")
+    sample = carrying.prepare(vol, "Fever and cough, no dyspnea.", key="s")
+    batch = carrying.collate([sample])
+    assert batch.boxes.tolist() == [[sample.letterbox.pad_top, sample.letterbox.pad_left, *sample.letterbox.resized]]
+    a = carrying.forward(batch, explain=True)
+    b = plain.forward(batch, explain=True)
+    torch.testing.assert_close(a.logits, b.logits)  # the prediction does not depend on the carry
+    ni = a.num_image_tokens
+    torch.testing.assert_close(a.relevance[..., :ni].sum(-1), b.relevance[..., :ni].sum(-1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(a.relevance[..., ni:], b.relevance[..., ni:])
+    assert not torch.allclose(a.relevance[..., :ni], b.relevance[..., :ni])
+    # the top row of cells is letterbox padding (rows 20–43 of 64 hold the image): padding cells are never replaced,
+    # so relevance only leaves them (a token there keeps at most what it had)
+    grid = a.image_grid
+    assert sample.letterbox.pad_top >= 64 // grid[0]
+    carried = a.relevance[0, :, :ni].reshape(-1, *grid)  # (C, h, w)
+    before = b.relevance[0, :, :ni].reshape(-1, *grid)
+    assert (carried[:, 0].abs() <= before[:, 0].abs() + 1e-6).all()
