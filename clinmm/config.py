@@ -135,6 +135,8 @@ class FusionConfig:
             comes from, by replacing each cell with a healthy reference fitted on the training split
             (:mod:`clinmm.explain.occlusion`; one more encoder pass per cell of an explained 2D study); ``"none"``
             shows the tokens' relevance where the tokens are. Only the explanation depends on it.
+        image_relevance_carry_subcells: k: the replaced windows (one token cell in size) move by 1/k of a cell, and
+            the carried map has k × the token grid's resolution ((k·h − k + 1)·(k·w − k + 1) passes per study).
         text_relevance_rollout: weight of the text encoder's self-attention against its residual stream when the
             note tokens' relevance is carried back to the words it came from (:mod:`clinmm.explain.rollout`);
             ``0`` shows the relevance of the contextual tokens as they are. Only the explanation depends on it.
@@ -161,6 +163,7 @@ class FusionConfig:
     image_relevance_game: RelevanceGame = "visible"
     text_relevance_game: RelevanceGame = "visible"
     image_relevance_carry: Literal["none", "occlusion"] = "none"
+    image_relevance_carry_subcells: int = 1
     text_relevance_rollout: float = 0.25
     separate_note_attention: bool = False
     note_pool: bool = False
@@ -392,6 +395,9 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> ClinmmConfig:
     if bad:
         raise ConfigError(f"{source}: train.flip_axes: {bad} are not spatial axes of a "
                           f"{config.image.spatial_dims}D input (0 … {config.image.spatial_dims - 1})")
+    if not 1 <= config.fusion.image_relevance_carry_subcells <= 4:
+        raise ConfigError(f"{source}: fusion.image_relevance_carry_subcells must be 1 … 4 (the windows' step is 1/k "
+                          f"of a token cell), got {config.fusion.image_relevance_carry_subcells}")
     return config
 
 

@@ -61,7 +61,9 @@ class Prediction:
         missing_attention: (C, 2) attention on the missing-modality stand-ins.
         image_relevance: (C, h, w) signed contribution of each image token to each label's logit: its Shapley value
             over the tokens the fusion attention can see (explain=True, cross_attention); what the attention
-            explanation shows.
+            explanation shows. With ``fusion.image_relevance_carry`` it is carried back to the image regions the
+            tokens read it from (:mod:`clinmm.explain.occlusion`), on a grid k × finer than the tokens' with
+            ``image_relevance_carry_subcells`` = k (each label's sum unchanged).
         text_relevance: (C, T) the same for the note's kept tokens.
         probs_without_image: (C,) calibrated probabilities with the image removed (explain=True): with ``probs``, the
             effect of the image on each finding, through the model's own missing-image path.
@@ -108,6 +110,8 @@ def predictions_from_output(out: ClinmmOutput, batch: Batch, *, labels: list[str
     att_all = out.attention.float().cpu().numpy() if (explain and out.attention is not None) else None
     rel_all = out.relevance.float().cpu().numpy() if (explain and out.relevance is not None) else None
     ni = out.num_image_tokens
+    carried = (out.image_relevance_map.float().cpu().numpy()
+               if rel_all is not None and out.image_relevance_map is not None else None)
     if rel_all is not None and text_rollout > 0 and out.text_attentions is not None:
         for i in range(rel_all.shape[0]):
             rel_all[i, :, ni:] = roll_back_relevance(
@@ -131,6 +135,8 @@ def predictions_from_output(out: ClinmmOutput, batch: Batch, *, labels: list[str
                     continue
                 if ni and out.image_grid:
                     setattr(p, image_name, full[:, :ni].reshape(full.shape[0], *out.image_grid))  # (C, h, w)
+                    if image_name == "image_relevance" and carried is not None:
+                        p.image_relevance = carried[i]  # (C, h', w') carried back to where it was read
                 setattr(p, text_name, full[:, ni:][:, keep])  # (C, T) kept tokens in reading order
             if out.missing_attention is not None:
                 p.missing_attention = out.missing_attention[i].float().cpu().numpy()
@@ -197,8 +203,10 @@ class Predictor:
             out = model(inputs, drop_image=di, drop_text=dt, explain=explain, output_text_attentions=attentions)
             if (explain and out.relevance is not None and self.carries_image_relevance and not drop_image
                     and not drop_text):
-                out.relevance = carry_image_relevance(model, inputs, out.relevance, grid=out.image_grid,
-                                                      boxes=batch.boxes, reference=model.healthy_reference)
+                fc = self.loaded.config.fusion
+                out.image_relevance_map = carry_image_relevance(
+                    model, inputs, out.relevance, grid=out.image_grid, boxes=batch.boxes,
+                    reference=model.healthy_reference, subcells=fc.image_relevance_carry_subcells)
         return out
 
     @property

@@ -35,6 +35,8 @@ def test_yaml_overrides_and_base(tmp_path) -> None:
         ("- a\n- b\n", "top level must be a mapping"),
         ("fusion: [\n", "not valid YAML"),
         ("train:\n  flip_axes: [2]\n", "train.flip_axes: [2] are not spatial axes of a 2D input"),
+        ("fusion:\n  image_relevance_carry_subcells: 0\n", "fusion.image_relevance_carry_subcells must be 1 … 4"),
+        ("fusion:\n  image_relevance_carry: pixels\n", "fusion.image_relevance_carry: expected one of"),
     ],
 )
 def test_errors_name_key_and_file(tmp_path, text: str, needle: str) -> None:

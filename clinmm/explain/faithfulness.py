@@ -687,7 +687,9 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
     fc = predictor.loaded.config.fusion
     summary["relevance_games"] = {"image": fc.image_relevance_game, "text": fc.text_relevance_game}
     summary["text_relevance_rollout"] = fc.text_relevance_rollout
-    summary["image_relevance_carry"] = fc.image_relevance_carry if predictor.carries_image_relevance else "none"
+    carried = predictor.carries_image_relevance
+    summary["image_relevance_carry"] = fc.image_relevance_carry if carried else "none"
+    summary["image_relevance_carry_subcells"] = fc.image_relevance_carry_subcells if carried else None
     return summary
 
 

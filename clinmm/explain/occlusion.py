@@ -14,10 +14,13 @@ the image's counterpart here asks the encoder where each token's relevance comes
    lowers it, ``Δ⁺_pt = max(0, r⁺_t − r⁺_t(x with p replaced))``; its negative relevance likewise, with ``r⁻ =
    max(0, −r)``; a token whose relevance no replacement lowers keeps it on its own cell.
 
-The carried map keeps every label's sum (each token's positive and negative parts are shared out whole), so it still
-adds up to the logit minus the logit without the image, and the modality share is untouched. It costs one encoder and
-fusion pass per cell that holds image content (64 on an 8 × 8 grid), in chunks. 2D images only: a 3D study keeps its
-token relevance as it is. Only the explanation depends on it, never a prediction.
+With ``subcells`` = k the replaced windows, still one cell in size, move by 1/k of a cell, and each window's share is
+spread evenly over the k × k sub-cells it covers: a map k × finer than the token grid, for lesions that straddle
+cells. The carried map keeps every label's sum (each token's positive and negative parts are shared out whole), so
+it still adds up to the logit minus the logit without the image, and the modality share is untouched. It costs one
+encoder and fusion pass per window that holds image content ((k·h − k + 1)·(k·w − k + 1) at most: 64 on an 8 × 8
+grid with k = 1, 225 with k = 2), in chunks. 2D images only: a 3D study keeps its token relevance as it is. Only the
+explanation depends on it, never a prediction.
 """
 
 from __future__ import annotations
@@ -115,43 +118,70 @@ def _cell_edges(n_pixels: int, n_cells: int) -> list[int]:
     return [round(i * n_pixels / n_cells) for i in range(n_cells + 1)]
 
 
-def _share_out(r0: torch.Tensor, r_occ: torch.Tensor, cells: list[int], n_tokens: int) -> torch.Tensor:
-    """One sign's part: ``r0`` (C, Ni) ≥ 0 and ``r_occ`` (P, C, Ni) ≥ 0 with cell ``cells[p]`` replaced →
-    (C, Ni) each token's value shared among the cells (indexed like the tokens) by how much replacing them lowers it."""
+def _incidence(windows: list[tuple[int, int]], k: int, shape: tuple[int, int]) -> torch.Tensor:
+    """(P, kh·kw): window p's even share of each sub-cell it covers (k × k sub-cells, each 1/k²)."""
+    kh, kw = shape
+    m = torch.zeros(len(windows), kh, kw)
+    for p, (a, b) in enumerate(windows):
+        m[p, a:a + k, b:b + k] = 1.0 / (k * k)
+    return m.reshape(len(windows), kh * kw)
+
+
+def _share_out(r0: torch.Tensor, r_occ: torch.Tensor, incidence: torch.Tensor, *, grid: tuple[int, int],
+               k: int) -> torch.Tensor:
+    """One sign's part: ``r0`` (C, Ni) ≥ 0 and ``r_occ`` (P, C, Ni) ≥ 0 with window ``p`` replaced → (C, kh, kw):
+    each token's value shared among the windows by how much replacing them lowers it, each window's share spread
+    evenly over its sub-cells; a token no replacement lowers keeps its value on its own cell."""
+    h, w = grid
     drop = (r0[None] - r_occ).clamp_min(0)  # (P, C, Ni)
     total = drop.sum(0)  # (C, Ni)
     share = torch.where(total > 0, drop / total.clamp_min(1e-30), torch.zeros_like(drop))  # (P, C, Ni)
-    out = torch.zeros_like(r0)  # (C, Ni) indexed by cell
-    out[:, cells] = torch.einsum("pct,ct->cp", share, r0)
-    kept = torch.where(total > 0, torch.zeros_like(r0), r0)  # (C, Ni) no replacement lowered it: stays put
-    return out + kept
+    per_window = torch.einsum("pct,ct->cp", share, r0)  # (C, P)
+    moved = per_window @ incidence.to(r0)  # (C, kh·kw)
+    kept = torch.where(total > 0, torch.zeros_like(r0), r0).reshape(-1, h, w)  # (C, h, w) stays put
+    kept = kept.repeat_interleave(k, 1).repeat_interleave(k, 2) / (k * k)  # (C, kh, kw)
+    return moved.reshape(-1, k * h, k * w) + kept
+
+
+def _spread(r: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
+    """(C, Ni) token values → (C, kh, kw), each token's value spread evenly over its cell's sub-cells."""
+    h, w = grid
+    return r.reshape(-1, h, w).repeat_interleave(k, 1).repeat_interleave(k, 2) / (k * k)
 
 
 @torch.no_grad()
 def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: torch.Tensor, *,
                           grid: tuple[int, ...], boxes: torch.Tensor | None, reference: torch.Tensor,
-                          chunk: int = 64) -> torch.Tensor:
-    """The image tokens' relevance (B, C, Ni + Lt) → the same with its image part carried back to the cells.
+                          subcells: int = 1, chunk: int = 64) -> torch.Tensor | None:
+    """The image tokens' relevance → the same carried back to the image regions it was read from.
+
+    The replaced regions are windows the size of one token cell; with ``subcells`` = k > 1 they move by 1/k of a
+    cell ((k·h − k + 1) × (k·w − k + 1) windows instead of h × w), and the map has k × the token grid's resolution.
 
     Args:
         model: the classifier (eval mode); its fusion must return token relevance (cross_attention).
         inputs: the batch the relevance was computed on (on the model's device).
         relevance: (B, C, Ni + Lt) the output's token relevance (``ClinmmOutput.relevance``).
-        grid: the image token grid (h, w); a 3D grid is returned unchanged.
+        grid: the image token grid (h, w).
         boxes: (B, 4) the image content's (top, left, rows, cols) on the model grid, or None (the whole image).
         reference: (1, S, S) the healthy reference (:func:`fit_healthy_reference`).
+        subcells: k, the windows' step is 1/k of a token cell.
         chunk: occluded images per encoder pass.
 
     Returns:
-        (B, C, Ni + Lt): the note part unchanged; the image part on the same grid, each label's sum kept.
+        (B, C, k·h, k·w) the image relevance on the sub-cell grid, each label's sum kept (a study without an image
+        keeps its token values, spread over the sub-cells); None for a 3D grid (nothing is carried).
     """
     if len(grid) != 2 or inputs.image.dim() != 4:
-        return relevance
+        return None
+    if subcells < 1:
+        raise ValueError(f"carry_image_relevance: subcells must be >= 1, got {subcells}")
     h, w = grid
+    k = subcells
     ni = h * w
-    out = relevance.clone()
     _, _, height, width = inputs.image.shape
-    ys, xs = _cell_edges(height, h), _cell_edges(width, w)
+    ys, xs = _cell_edges(height, k * h), _cell_edges(width, k * w)
+    out = torch.stack([_spread(relevance[i, :, :ni].float(), grid, k) for i in range(relevance.shape[0])])
     for i in range(relevance.shape[0]):
         if not bool(inputs.image_present[i]):
             continue
@@ -159,18 +189,17 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         top, left, rows, cols = box
         image = inputs.image[i]  # (1, H, W)
         fill = reference_fill(image, reference, box)
-        # only cells that hold image content: replacing padding changes nothing
-        cells = [r * w + c for r in range(h) for c in range(w)
-                 if ys[r] < top + rows and ys[r + 1] > top and xs[c] < left + cols and xs[c + 1] > left]
-        one = ModelInputs(**{k: v[i:i + 1] for k, v in inputs.__dict__.items()})
+        # only windows that hold image content: replacing padding changes nothing
+        windows = [(a, b) for a in range(k * h - k + 1) for b in range(k * w - k + 1)
+                   if ys[a] < top + rows and ys[a + k] > top and xs[b] < left + cols and xs[b + k] > left]
+        one = ModelInputs(**{key: v[i:i + 1] for key, v in inputs.__dict__.items()})
         txt, txt_mask, _ = model.forward_text(one)  # (1, Lt, D), (1, Lt)
         parts = []
-        for start in range(0, len(cells), chunk):
-            block = cells[start:start + chunk]
+        for start in range(0, len(windows), chunk):
+            block = windows[start:start + chunk]
             occluded = image[None].repeat(len(block), 1, 1, 1)  # (n, 1, H, W)
-            for j, p in enumerate(block):
-                r, c = divmod(p, w)
-                occluded[j, :, ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = fill[:, ys[r]:ys[r + 1], xs[c]:xs[c + 1]]
+            for j, (a, b) in enumerate(block):
+                occluded[j, :, ys[a]:ys[a + k], xs[b]:xs[b + k]] = fill[:, ys[a]:ys[a + k], xs[b]:xs[b + k]]
             n = len(block)
             present = one.image_present.expand(n)
             img, img_mask, _ = model.forward_image(occluded, present)  # (n, Ni, D)
@@ -179,7 +208,7 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
             parts.append(rel[..., :ni].float())  # (n, C, Ni)
         r_occ = torch.cat(parts)  # (P, C, Ni)
         r0 = relevance[i, :, :ni].float()  # (C, Ni)
-        carried = (_share_out(r0.clamp_min(0), r_occ.clamp_min(0), cells, ni)
-                   - _share_out((-r0).clamp_min(0), (-r_occ).clamp_min(0), cells, ni))  # (C, Ni)
-        out[i, :, :ni] = carried.to(out.dtype)
+        incidence = _incidence(windows, k, (k * h, k * w))  # (P, kh·kw)
+        out[i] = (_share_out(r0.clamp_min(0), r_occ.clamp_min(0), incidence, grid=grid, k=k)
+                  - _share_out((-r0).clamp_min(0), (-r_occ).clamp_min(0), incidence, grid=grid, k=k))
     return out

@@ -68,6 +68,9 @@ class ClinmmOutput:
         logits_no_image: (B, C) fused logits with the image removed (the model's missing-image path, stacked as
             ``logits`` is), with ``explain=True``.
         logits_no_text: (B, C) the same with the note removed.
+        image_relevance_map: (B, C, h', w') the image part of ``relevance`` carried back to the image regions it
+            was read from (:mod:`clinmm.explain.occlusion`), set by ``Predictor`` for explained calls of a checkpoint
+            that asks for it (``fusion.image_relevance_carry``); None otherwise (the model itself never sets it).
         image_equivariance: (B,) each image's relative error of 180° rotation equivariance of its tokens (NaN where
             the input has no image), with ``equivariance=True``; see :meth:`ClinmmModel.rotation_equivariance`.
     """
@@ -88,6 +91,7 @@ class ClinmmOutput:
     logits_no_image: torch.Tensor | None = None
     logits_no_text: torch.Tensor | None = None
     image_equivariance: torch.Tensor | None = None
+    image_relevance_map: torch.Tensor | None = None
 
     @property
     def probs(self) -> torch.Tensor:

@@ -75,13 +75,31 @@ def test_relevance_read_from_a_neighbour_is_carried_back_to_the_lesion():
     # uncarried: the lesion's relevance sits on its left neighbour, token (0, 0)
     assert int(rel[0, 0, :6].argmax()) == 0
     out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8))
-    carried = out[0, :, :6].reshape(2, *GRID)
+    carried = out[0]  # (C, h, w)
+    assert carried.shape == (2, *GRID)
     assert carried[0].flatten().argmax().item() == 1  # cell (0, 1): the lesion
     assert carried[0, 0, 1].item() == pytest.approx(1.0)
     assert carried[1, 0, 1].item() == pytest.approx(-1.0)  # the negative part is carried the same way
-    torch.testing.assert_close(out[0, :, :6].sum(-1), rel[0, :, :6].sum(-1))  # each label's sum kept
-    torch.testing.assert_close(out[0, :, 6:], rel[0, :, 6:])  # the note's relevance untouched
+    torch.testing.assert_close(carried.sum((1, 2)), rel[0, :, :6].sum(-1))  # each label's sum kept
     assert model.image_calls == 1 + 6  # the original, then one pass per cell
+
+
+def test_sub_cell_windows_give_a_finer_map_that_peaks_on_the_lesion():
+    model = _OffsetModel()
+    image = _lesion_image()
+    rel = _relevance(model, image)
+    out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8),
+                                subcells=2)
+    carried = out[0, 0]  # (2h, 2w) = (4, 6): one sub-cell per pixel here
+    assert carried.shape == (4, 6)
+    assert model.image_calls == 1 + 3 * 5  # windows of one cell moved by half a cell
+    r, c = divmod(int(carried.argmax()), 6)
+    assert 0 <= r < 2 and 2 <= c < 4  # inside the lesion's pixels
+    assert carried[0:2, 2:4].sum() > 0.6 * carried.sum()
+    torch.testing.assert_close(out[0].sum((1, 2)), rel[0, :, :6].sum(-1))
+    with pytest.raises(ValueError, match="subcells must be >= 1"):
+        carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8),
+                              subcells=0)
 
 
 def test_a_token_no_replacement_lowers_keeps_its_relevance_in_place():
@@ -91,7 +109,7 @@ def test_a_token_no_replacement_lowers_keeps_its_relevance_in_place():
     # the reference equals the image: no replacement changes anything, so nothing moves
     out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None,
                                 reference=image[0].repeat(1, 1, 1))
-    torch.testing.assert_close(out, rel)
+    torch.testing.assert_close(out[0], rel[0, :, :6].reshape(2, *GRID))
 
 
 def test_padding_cells_are_not_replaced_and_the_fill_keeps_the_padding():
@@ -106,21 +124,21 @@ def test_padding_cells_are_not_replaced_and_the_fill_keeps_the_padding():
     rel = _relevance(model, image)
     out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=box, reference=torch.zeros(1, 8, 8))
     assert model.image_calls == 1 + 4  # four content cells, not six
-    carried = out[0, 0, :6].reshape(GRID)
+    carried = out[0, 0]
     assert carried.flatten().argmax().item() == 2  # cell (0, 2), where token (0, 1) read the lesion from
-    torch.testing.assert_close(out[0, :, :6].sum(-1), rel[0, :, :6].sum(-1))
+    torch.testing.assert_close(out[0].sum((1, 2)), rel[0, :, :6].sum(-1))
 
 
-def test_missing_image_and_3d_grid_are_returned_unchanged():
+def test_missing_image_keeps_its_values_and_3d_grid_is_not_carried():
     model = _OffsetModel()
     image = _lesion_image()
     rel = _relevance(model, image)
     out = carry_image_relevance(model, _inputs(image, present=False), rel, grid=GRID, boxes=None,
                                 reference=torch.zeros(1, 8, 8))
-    torch.testing.assert_close(out, rel)
-    out = carry_image_relevance(model, _inputs(image), rel, grid=(1, 2, 3), boxes=None,
-                                reference=torch.zeros(1, 8, 8))
-    torch.testing.assert_close(out, rel)
+    torch.testing.assert_close(out[0], rel[0, :, :6].reshape(2, *GRID))
+    assert model.image_calls == 1
+    assert carry_image_relevance(model, _inputs(image), rel, grid=(1, 2, 3), boxes=None,
+                                 reference=torch.zeros(1, 8, 8)) is None
 
 
 class _Sample:
@@ -174,15 +192,33 @@ def test_checkpoint_stores_the_reference_and_predictor_carries_with_the_sum_kept
     assert batch.boxes.tolist() == [[sample.letterbox.pad_top, sample.letterbox.pad_left, *sample.letterbox.resized]]
     a = carrying.forward(batch, explain=True)
     b = plain.forward(batch, explain=True)
+    assert b.image_relevance_map is None
     torch.testing.assert_close(a.logits, b.logits)  # the prediction does not depend on the carry
+    torch.testing.assert_close(a.relevance, b.relevance)  # the tokens' own relevance stays as the model gives it
     ni = a.num_image_tokens
-    torch.testing.assert_close(a.relevance[..., :ni].sum(-1), b.relevance[..., :ni].sum(-1), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(a.relevance[..., ni:], b.relevance[..., ni:])
-    assert not torch.allclose(a.relevance[..., :ni], b.relevance[..., :ni])
+    grid = a.image_grid
+    carried = a.image_relevance_map[0]  # (C, h, w)
+    before = b.relevance[0, :, :ni].reshape(-1, *grid)
+    torch.testing.assert_close(carried.sum((1, 2)), before.sum((1, 2)), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(carried, before)
     # the top row of cells is letterbox padding (rows 20–43 of 64 hold the image): padding cells are never replaced,
     # so relevance only leaves them (a token there keeps at most what it had)
-    grid = a.image_grid
     assert sample.letterbox.pad_top >= 64 // grid[0]
-    carried = a.relevance[0, :, :ni].reshape(-1, *grid)  # (C, h, w)
-    before = b.relevance[0, :, :ni].reshape(-1, *grid)
     assert (carried[:, 0].abs() <= before[:, 0].abs() + 1e-6).all()
+    pred = carrying.predict([sample], explain=True)[0]
+    np.testing.assert_allclose(pred.image_relevance, carried.numpy(), atol=1e-6)
+
+    # k = 2: a map twice as fine reaches the prediction and the explanation on the original pixel grid
+    from clinmm.explain.attention import explain_prediction
+
+    cfg = copy.deepcopy(loaded.config)
+    cfg.fusion.image_relevance_carry_subcells = 2
+    save_checkpoint(tmp_path / "carry2", model=model, config=cfg, labels=loaded.labels,
+                    calibration=loaded.calibration, scope={}, model_card={}, reference={})
+    fine = Predictor.from_path(tmp_path / "carry2", device="cpu")
+    sample = fine.prepare(vol, "Fever and cough, no dyspnea.", key="s")
+    pred = fine.predict([sample], explain=True)[0]
+    assert pred.image_relevance.shape == (len(loaded.labels), 2 * grid[0], 2 * grid[1])
+    np.testing.assert_allclose(pred.image_relevance.sum((1, 2)), before.sum((1, 2)).numpy(), atol=1e-4, rtol=1e-4)
+    heat = explain_prediction(sample, pred).labels[0].image.heat
+    assert heat.shape == (24, 64)
