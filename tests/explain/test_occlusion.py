@@ -180,7 +180,9 @@ def test_checkpoint_stores_the_reference_and_predictor_carries_with_the_sum_kept
     model.healthy_reference.copy_(torch.rand(1, 64, 64))
     model.healthy_reference_count.fill_(20)
     out = tmp_path / "carry"
-    save_checkpoint(out, model=model, config=loaded.config, labels=loaded.labels, calibration=loaded.calibration,
+    cfg = copy.deepcopy(loaded.config)
+    cfg.fusion.image_relevance_carry_subcells = 1  # windows of one cell, moved by one cell: the token grid itself
+    save_checkpoint(out, model=model, config=cfg, labels=loaded.labels, calibration=loaded.calibration,
                     scope={}, model_card={}, reference={})
     carrying = Predictor.from_path(out, device="cpu")
     assert carrying.carries_image_relevance
