@@ -324,6 +324,7 @@ def _write_explanation(ctx: ScoreContext, decoded, pred) -> None:
         "text_spans": None if pred.text_spans is None else np.asarray(pred.text_spans).astype(int).tolist(),
         "missing_attention": None if pred.missing_attention is None else _round_list(pred.missing_attention),
         "image_relevance": None if pred.image_relevance is None else _round_list(pred.image_relevance),
+        "image_relevance_grid": None if pred.image_relevance is None else list(pred.image_relevance.shape[1:]),
         "text_relevance": None if pred.text_relevance is None else _round_list(pred.text_relevance),
         "probs_without_image": None if pred.probs_without_image is None else _round_list(pred.probs_without_image),
         "probs_without_note": None if pred.probs_without_note is None else _round_list(pred.probs_without_note),

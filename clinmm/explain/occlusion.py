@@ -204,8 +204,9 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
             present = one.image_present.expand(n)
             img, img_mask, _ = model.forward_image(occluded, present)  # (n, Ni, D)
             rel = model.token_relevance(img, img_mask, txt.expand(n, -1, -1), txt_mask.expand(n, -1),
-                                        image_present=present, text_present=one.text_present.expand(n))
-            parts.append(rel[..., :ni].float())  # (n, C, Ni)
+                                        image_present=present, text_present=one.text_present.expand(n),
+                                        image_only=True)  # (n, C, Ni)
+            parts.append(rel.float())
         r_occ = torch.cat(parts)  # (P, C, Ni)
         r0 = relevance[i, :, :ni].float()  # (C, Ni)
         incidence = _incidence(windows, k, (k * h, k * w))  # (P, kh·kw)

@@ -421,13 +421,14 @@ class ClinmmModel(nn.Module):
         )
 
     def _fuse(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
-              image_present: torch.Tensor, text_present: torch.Tensor, *, relevance: bool,
+              image_present: torch.Tensor, text_present: torch.Tensor, *, relevance: bool, text_relevance: bool = True,
               ) -> tuple[FusionOutput, torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
-        """The fusion (with token relevance when asked and supported), the output logits (B, C) and the auxiliary
-        heads' logits."""
+        """The fusion (with token relevance when asked and supported; the note's only with ``text_relevance``), the
+        output logits (B, C) and the auxiliary heads' logits."""
         fc = self.config.fusion
         fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True,
-                                           image_game=fc.image_relevance_game, text_game=fc.text_relevance_game)
+                                           image_game=fc.image_relevance_game, text_game=fc.text_relevance_game,
+                                           text_relevance=text_relevance)
                                if relevance and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
         aux = self._aux_logits(img, img_mask, txt, txt_mask)
         img_on, txt_on = self._presence(img_mask, txt_mask, image_present, text_present)
@@ -461,16 +462,20 @@ class ClinmmModel(nn.Module):
                           modality_share=modality_share)
 
     def token_relevance(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
-                        *, image_present: torch.Tensor, text_present: torch.Tensor) -> torch.Tensor:
+                        *, image_present: torch.Tensor, text_present: torch.Tensor, image_only: bool = False,
+                        ) -> torch.Tensor:
         """Projected tokens of both modalities → (B, C, Ni + Lt) each token's relevance to the output logit, as
         ``forward(..., explain=True)`` returns it (cross_attention only). What explanations that re-run the image
-        branch many times call (:mod:`clinmm.explain.occlusion`)."""
+        branch many times call (:mod:`clinmm.explain.occlusion`); ``image_only`` skips the note tokens' Shapley
+        values (most of the cost) and returns only the image part, (B, C, Ni)."""
         if not self.supports_relevance:
             raise ValueError(f"token_relevance: fusion.method={self.config.fusion.method!r} returns no token "
                              "relevance (cross_attention only)")
-        fused, logits, aux = self._fuse(img, img_mask, txt, txt_mask, image_present, text_present, relevance=True)
-        return self._explain(fused, logits, img, img_mask, txt, txt_mask, image_present, text_present,
-                             aux=aux).relevance
+        fused, logits, aux = self._fuse(img, img_mask, txt, txt_mask, image_present, text_present, relevance=True,
+                                        text_relevance=not image_only)
+        relevance = self._explain(fused, logits, img, img_mask, txt, txt_mask, image_present, text_present,
+                                  aux=aux).relevance
+        return relevance[..., :img.shape[1]] if image_only else relevance
 
     def _stacked_relevance(self, relevance: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
                            txt: torch.Tensor, txt_mask: torch.Tensor, *,

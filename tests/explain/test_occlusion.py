@@ -44,8 +44,10 @@ class _OffsetModel:
         tokens = cells.roll(-1, dims=2).reshape(image.shape[0], 6, 1)  # token (r, c) ← cell (r, c + 1)
         return tokens, present[:, None].expand(-1, 6), GRID
 
-    def token_relevance(self, img, img_mask, txt, txt_mask, *, image_present, text_present):
+    def token_relevance(self, img, img_mask, txt, txt_mask, *, image_present, text_present, image_only=False):
         r = img[..., 0]  # (n, 6)
+        if image_only:
+            return torch.stack([r, -r], 1)  # (n, 2, 6)
         note = torch.full((r.shape[0], 1), 0.5)
         return torch.stack([torch.cat([r, note], 1), torch.cat([-r, note], 1)], 1)  # (n, 2, 7)
 
@@ -209,6 +211,16 @@ def test_checkpoint_stores_the_reference_and_predictor_carries_with_the_sum_kept
     assert (carried[:, 0].abs() <= before[:, 0].abs() + 1e-6).all()
     pred = carrying.predict([sample], explain=True)[0]
     np.testing.assert_allclose(pred.image_relevance, carried.numpy(), atol=1e-6)
+    # the image-only relevance the carry asks for is the image part of the whole model's
+    m = carrying.loaded.model
+    with torch.no_grad():
+        img, img_mask, _ = m.forward_image(batch.inputs.image, batch.inputs.image_present)
+        txt, txt_mask, _ = m.forward_text(batch.inputs)
+        kw = {"image_present": batch.inputs.image_present, "text_present": batch.inputs.text_present}
+        whole = m.token_relevance(img, img_mask, txt, txt_mask, **kw)
+        part = m.token_relevance(img, img_mask, txt, txt_mask, image_only=True, **kw)
+    torch.testing.assert_close(whole, b.relevance)
+    torch.testing.assert_close(part, whole[..., :ni])
 
     # k = 2: a map twice as fine reaches the prediction and the explanation on the original pixel grid
     from clinmm.explain.attention import explain_prediction

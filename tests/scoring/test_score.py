@@ -193,3 +193,37 @@ def test_manifest_split_scores_only_that_split(tiny_data, tiny_checkpoint, salt_
     with pytest.raises(ClinmmError, match="only a manifest INPUT has splits"):
         score(tiny_data / "dicom", tiny_checkpoint, tmp_path / "o3",
               options=ScoreOptions(workers=0, device="cpu", salt_file=salt_file, split="test"))
+
+
+def test_explain_with_a_carried_checkpoint_writes_the_finer_map(tiny_data, tiny_checkpoint, salt_file, tmp_path):
+    """A checkpoint with a healthy reference (``fusion.image_relevance_carry``, demo configuration: sub-cells 2)
+    writes the image relevance carried back, on a grid twice as fine as the tokens' and says so
+    (``image_relevance_grid``); that the carry keeps each label's sum is tested in tests/explain/test_occlusion.py."""
+    import torch
+
+    from clinmm.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    assert loaded.config.fusion.image_relevance_carry_subcells == 2
+    model = loaded.model
+    torch.manual_seed(2)
+    model.healthy_reference.copy_(torch.rand_like(model.healthy_reference))
+    model.healthy_reference_count.fill_(20)
+    ckpt = tmp_path / "carried"
+    save_checkpoint(ckpt, model=model, config=loaded.config, labels=loaded.labels, calibration=loaded.calibration,
+                    scope=loaded.scope, model_card=loaded.model_card, reference=loaded.reference)
+    out = tmp_path / "out"
+    score(tiny_data / "dicom", ckpt, out, options=ScoreOptions(notes=tiny_data / "notes.csv", workers=0,
+                                                              device="cpu", batch_size=4, shard_size=10,
+                                                              salt_file=salt_file, explain=True))
+    table = [t for t in pq.read_table(out / "predictions.parquet").to_pylist() if t["status"] == "ok"]
+    assert table
+    for t in table[:5]:
+        exp = json.loads((out / "explanations" / f"{t['study_key']}.json").read_text())
+        if not exp["image_present"]:
+            continue
+        grid = exp["image_grid"]
+        assert exp["image_relevance_grid"] == [2 * grid[0], 2 * grid[1]]
+        rel = np.array(exp["image_relevance"])  # (C, 2h, 2w)
+        assert rel.shape == (len(LABELS), 2 * grid[0], 2 * grid[1])
+        assert np.isfinite(rel).all() and np.abs(rel).sum() > 0
