@@ -117,8 +117,10 @@ def test_runs_that_differ_are_refused(tmp_path):
     with pytest.raises(CompareError, match="test studies differ"):
         pool_compare_runs([base, _run(tmp_path / "b", seed=1, methods=trio, y=other_y, pids=pids)])
     # a run made before a configuration key existed pools with one that stores the key at its default
+    # (and explanation-only settings may differ: the image relevance carried back by occlusion)
     newer = {"train": {"seed": 5, "epochs": 40, "flip_axes": []},
-             "fusion": {"dim": 128, "text_relevance_rollout": 0.25}}
+             "fusion": {"dim": 128, "text_relevance_rollout": 0.25, "image_relevance_carry": "occlusion",
+                        "image_relevance_carry_subcells": 2}}
     later = _run(tmp_path / "n", seed=5, methods=trio, y=y, pids=pids, config=newer)
     assert pool_compare_runs([base, later], n_boot=20).methods["text_only"]["seeds"] == [0, 5]
     flipped = {"train": {"seed": 6, "epochs": 40, "flip_axes": [1]}, "fusion": {"dim": 128}}
