@@ -138,9 +138,8 @@ def _share_out(r0: torch.Tensor, r_occ: torch.Tensor, incidence: torch.Tensor, *
     share = torch.where(total > 0, drop / total.clamp_min(1e-30), torch.zeros_like(drop))  # (P, C, Ni)
     per_window = torch.einsum("pct,ct->cp", share, r0)  # (C, P)
     moved = per_window @ incidence.to(r0)  # (C, kh·kw)
-    kept = torch.where(total > 0, torch.zeros_like(r0), r0).reshape(-1, h, w)  # (C, h, w) stays put
-    kept = kept.repeat_interleave(k, 1).repeat_interleave(k, 2) / (k * k)  # (C, kh, kw)
-    return moved.reshape(-1, k * h, k * w) + kept
+    kept = torch.where(total > 0, torch.zeros_like(r0), r0)  # (C, Ni) no replacement lowered it: stays put
+    return moved.reshape(-1, k * h, k * w) + _spread(kept, grid, k)
 
 
 def _spread(r: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
