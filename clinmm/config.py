@@ -137,6 +137,9 @@ class FusionConfig:
             shows the tokens' relevance where the tokens are. Only the explanation depends on it.
         image_relevance_carry_subcells: k: the replaced windows (one token cell in size) move by 1/k of a cell, and
             the carried map has k × the token grid's resolution ((k·h − k + 1)·(k·w − k + 1) passes per study).
+        image_relevance_carry_permutations: orderings the token relevance of each occluded image is sampled from
+            (even, ≥ 2; the shown relevance always uses 32). Most of the carry's cost is proportional to it; the
+            same orderings serve every window, so the drops the shares come from keep most of their precision.
         text_relevance_rollout: weight of the text encoder's self-attention against its residual stream when the
             note tokens' relevance is carried back to the words it came from (:mod:`clinmm.explain.rollout`);
             ``0`` shows the relevance of the contextual tokens as they are. Only the explanation depends on it.
@@ -164,6 +167,7 @@ class FusionConfig:
     text_relevance_game: RelevanceGame = "visible"
     image_relevance_carry: Literal["none", "occlusion"] = "none"
     image_relevance_carry_subcells: int = 1
+    image_relevance_carry_permutations: int = 32
     text_relevance_rollout: float = 0.25
     separate_note_attention: bool = False
     note_pool: bool = False
@@ -399,6 +403,10 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> ClinmmConfig:
     if not 1 <= config.fusion.image_relevance_carry_subcells <= 4:
         raise ConfigError(f"{source}: fusion.image_relevance_carry_subcells must be 1 … 4 (the windows' step is 1/k "
                           f"of a token cell), got {config.fusion.image_relevance_carry_subcells}")
+    perms = config.fusion.image_relevance_carry_permutations
+    if perms < 2 or perms % 2:
+        raise ConfigError(f"{source}: fusion.image_relevance_carry_permutations must be an even number ≥ 2 (orderings "
+                          f"are sampled in reversed pairs), got {perms}")
     return config
 
 

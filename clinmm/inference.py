@@ -206,7 +206,8 @@ class Predictor:
                 fc = self.loaded.config.fusion
                 out.image_relevance_map = carry_image_relevance(
                     model, inputs, out.relevance, grid=out.image_grid, boxes=batch.boxes,
-                    reference=model.healthy_reference, subcells=fc.image_relevance_carry_subcells)
+                    reference=model.healthy_reference, subcells=fc.image_relevance_carry_subcells,
+                    permutations=fc.image_relevance_carry_permutations)
         return out
 
     @property

@@ -37,6 +37,7 @@ def test_yaml_overrides_and_base(tmp_path) -> None:
         ("train:\n  flip_axes: [2]\n", "train.flip_axes: [2] are not spatial axes of a 2D input"),
         ("fusion:\n  image_relevance_carry_subcells: 0\n", "fusion.image_relevance_carry_subcells must be 1 … 4"),
         ("fusion:\n  image_relevance_carry: pixels\n", "fusion.image_relevance_carry: expected one of"),
+        ("fusion:\n  image_relevance_carry_permutations: 5\n", "carry_permutations must be an even"),
     ],
 )
 def test_errors_name_key_and_file(tmp_path, text: str, needle: str) -> None:

@@ -127,13 +127,14 @@ def _incidence(windows: list[tuple[int, int]], k: int, shape: tuple[int, int]) -
     return m.reshape(len(windows), kh * kw)
 
 
-def _share_out(r0: torch.Tensor, r_occ: torch.Tensor, incidence: torch.Tensor, *, grid: tuple[int, int],
-               k: int) -> torch.Tensor:
-    """One sign's part: ``r0`` (C, Ni) ≥ 0 and ``r_occ`` (P, C, Ni) ≥ 0 with window ``p`` replaced → (C, kh, kw):
-    each token's value shared among the windows by how much replacing them lowers it, each window's share spread
-    evenly over its sub-cells; a token no replacement lowers keeps its value on its own cell."""
+def _share_out(r0: torch.Tensor, base: torch.Tensor, r_occ: torch.Tensor, incidence: torch.Tensor, *,
+               grid: tuple[int, int], k: int) -> torch.Tensor:
+    """One sign's part: ``r0`` (C, Ni) ≥ 0 the value to share; ``base`` (C, Ni) ≥ 0 and ``r_occ`` (P, C, Ni) ≥ 0
+    the same game's values unoccluded and with window ``p`` replaced → (C, kh, kw): each token's value shared among
+    the windows by how much replacing them lowers it, each window's share spread evenly over its sub-cells; a token
+    no replacement lowers keeps its value on its own cell."""
     h, w = grid
-    drop = (r0[None] - r_occ).clamp_min(0)  # (P, C, Ni)
+    drop = (base[None] - r_occ).clamp_min(0)  # (P, C, Ni)
     total = drop.sum(0)  # (C, Ni)
     share = torch.where(total > 0, drop / total.clamp_min(1e-30), torch.zeros_like(drop))  # (P, C, Ni)
     per_window = torch.einsum("pct,ct->cp", share, r0)  # (C, P)
@@ -151,7 +152,7 @@ def _spread(r: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
 @torch.no_grad()
 def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: torch.Tensor, *,
                           grid: tuple[int, ...], boxes: torch.Tensor | None, reference: torch.Tensor,
-                          subcells: int = 1, chunk: int = 64) -> torch.Tensor | None:
+                          subcells: int = 1, permutations: int = 32, chunk: int = 64) -> torch.Tensor | None:
     """The image tokens' relevance → the same carried back to the image regions it was read from.
 
     The replaced regions are windows the size of one token cell; with ``subcells`` = k > 1 they move by 1/k of a
@@ -165,6 +166,9 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         boxes: (B, 4) the image content's (top, left, rows, cols) on the model grid, or None (the whole image).
         reference: (1, S, S) the healthy reference (:func:`fit_healthy_reference`).
         subcells: k, the windows' step is 1/k of a token cell.
+        permutations: orderings each occluded image's token relevance is sampled from. The drops are measured
+            against the unoccluded image's relevance from the same orderings (one more pass), so the sampling noise
+            they share cancels; what is shared out is ``relevance`` as given.
         chunk: occluded images per encoder pass.
 
     Returns:
@@ -194,21 +198,26 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         one = ModelInputs(**{key: v[i:i + 1] for key, v in inputs.__dict__.items()})
         txt, txt_mask, _ = model.forward_text(one)  # (1, Lt, D), (1, Lt)
         parts = []
-        for start in range(0, len(windows), chunk):
-            block = windows[start:start + chunk]
+        passes: list[tuple[int, int] | None] = [None, *windows]  # None: the image as it is (the drops' baseline)
+        for start in range(0, len(passes), chunk):
+            block = passes[start:start + chunk]
             occluded = image[None].repeat(len(block), 1, 1, 1)  # (n, 1, H, W)
-            for j, (a, b) in enumerate(block):
-                occluded[j, :, ys[a]:ys[a + k], xs[b]:xs[b + k]] = fill[:, ys[a]:ys[a + k], xs[b]:xs[b + k]]
+            for j, window in enumerate(block):
+                if window is not None:
+                    a, b = window
+                    occluded[j, :, ys[a]:ys[a + k], xs[b]:xs[b + k]] = fill[:, ys[a]:ys[a + k], xs[b]:xs[b + k]]
             n = len(block)
             present = one.image_present.expand(n)
             img, img_mask, _ = model.forward_image(occluded, present)  # (n, Ni, D)
             rel = model.token_relevance(img, img_mask, txt.expand(n, -1, -1), txt_mask.expand(n, -1),
                                         image_present=present, text_present=one.text_present.expand(n),
-                                        image_only=True)  # (n, C, Ni)
+                                        image_only=True, permutations=permutations)  # (n, C, Ni)
             parts.append(rel.float())
-        r_occ = torch.cat(parts)  # (P, C, Ni)
-        r0 = relevance[i, :, :ni].float()  # (C, Ni)
+        r_all = torch.cat(parts)  # (1 + P, C, Ni)
+        base, r_occ = r_all[0], r_all[1:]  # (C, Ni) the same game unoccluded, (P, C, Ni)
+        shown = relevance[i, :, :ni].float()  # (C, Ni)
         incidence = _incidence(windows, k, (k * h, k * w))  # (P, kh·kw)
-        out[i] = (_share_out(r0.clamp_min(0), r_occ.clamp_min(0), incidence, grid=grid, k=k)
-                  - _share_out((-r0).clamp_min(0), (-r_occ).clamp_min(0), incidence, grid=grid, k=k))
+        out[i] = (_share_out(shown.clamp_min(0), base.clamp_min(0), r_occ.clamp_min(0), incidence, grid=grid, k=k)
+                  - _share_out((-shown).clamp_min(0), (-base).clamp_min(0), (-r_occ).clamp_min(0), incidence,
+                               grid=grid, k=k))
     return out

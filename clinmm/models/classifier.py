@@ -422,13 +422,14 @@ class ClinmmModel(nn.Module):
 
     def _fuse(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
               image_present: torch.Tensor, text_present: torch.Tensor, *, relevance: bool, text_relevance: bool = True,
+              permutations: int = 32,
               ) -> tuple[FusionOutput, torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
-        """The fusion (with token relevance when asked and supported; the note's only with ``text_relevance``), the
-        output logits (B, C) and the auxiliary heads' logits."""
+        """The fusion (with token relevance when asked and supported, from ``permutations`` sampled orderings; the
+        note's only with ``text_relevance``), the output logits (B, C) and the auxiliary heads' logits."""
         fc = self.config.fusion
         fused: FusionOutput = (self.fusion(img, img_mask, txt, txt_mask, relevance=True,
                                            image_game=fc.image_relevance_game, text_game=fc.text_relevance_game,
-                                           text_relevance=text_relevance)
+                                           text_relevance=text_relevance, permutations=permutations)
                                if relevance and self.supports_relevance else self.fusion(img, img_mask, txt, txt_mask))
         aux = self._aux_logits(img, img_mask, txt, txt_mask)
         img_on, txt_on = self._presence(img_mask, txt_mask, image_present, text_present)
@@ -437,9 +438,11 @@ class ClinmmModel(nn.Module):
 
     def _explain(self, fused: FusionOutput, logits: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
                  txt: torch.Tensor, txt_mask: torch.Tensor, image_present: torch.Tensor, text_present: torch.Tensor,
-                 *, aux: tuple[torch.Tensor | None, torch.Tensor | None]) -> _Explained:
+                 *, aux: tuple[torch.Tensor | None, torch.Tensor | None], image_only: bool = False,
+                 permutations: int = 32) -> _Explained:
         """What the model says without each modality (its own missing-modality path), the output's token relevance
-        and, with a head stack, the modality share (None without one: the fusion's own share stands)."""
+        and, with a head stack, the modality share (None without one: the fusion's own share stands).
+        ``image_only``: the note tokens' relevance is left as the fusion returned it (the carry reads the image's)."""
         img_on, txt_on = self._presence(img_mask, txt_mask, image_present, text_present)
         none_img, none_txt = torch.zeros_like(img_mask), torch.zeros_like(txt_mask)
         head_no_image = self.fusion(img, none_img, txt, txt_mask).logits  # (B, C)
@@ -457,24 +460,26 @@ class ClinmmModel(nn.Module):
             if relevance is not None:
                 relevance = self._stacked_relevance(
                     relevance, img, img_mask, txt, txt_mask, presence=(img_on, txt_on), aux=aux,
-                    without=(logits_no_image, logits_no_text), head_without=(head_no_image, head_no_text))
+                    without=(logits_no_image, logits_no_text), head_without=(head_no_image, head_no_text),
+                    image_only=image_only, permutations=permutations)
         return _Explained(relevance=relevance, logits_no_image=logits_no_image, logits_no_text=logits_no_text,
                           modality_share=modality_share)
 
     def token_relevance(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                         *, image_present: torch.Tensor, text_present: torch.Tensor, image_only: bool = False,
-                        ) -> torch.Tensor:
+                        permutations: int = 32) -> torch.Tensor:
         """Projected tokens of both modalities → (B, C, Ni + Lt) each token's relevance to the output logit, as
         ``forward(..., explain=True)`` returns it (cross_attention only). What explanations that re-run the image
         branch many times call (:mod:`clinmm.explain.occlusion`); ``image_only`` skips the note tokens' Shapley
-        values (most of the cost) and returns only the image part, (B, C, Ni)."""
+        values (most of the cost) and returns only the image part, (B, C, Ni); ``permutations``: the orderings the
+        Shapley values are sampled from (32: as ``forward`` computes them; fewer is cheaper and noisier)."""
         if not self.supports_relevance:
             raise ValueError(f"token_relevance: fusion.method={self.config.fusion.method!r} returns no token "
                              "relevance (cross_attention only)")
         fused, logits, aux = self._fuse(img, img_mask, txt, txt_mask, image_present, text_present, relevance=True,
-                                        text_relevance=not image_only)
+                                        text_relevance=not image_only, permutations=permutations)
         relevance = self._explain(fused, logits, img, img_mask, txt, txt_mask, image_present, text_present,
-                                  aux=aux).relevance
+                                  aux=aux, image_only=image_only, permutations=permutations).relevance
         return relevance[..., :img.shape[1]] if image_only else relevance
 
     def _stacked_relevance(self, relevance: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
@@ -482,7 +487,8 @@ class ClinmmModel(nn.Module):
                            presence: tuple[torch.Tensor, torch.Tensor],
                            aux: tuple[torch.Tensor, torch.Tensor],
                            without: tuple[torch.Tensor, torch.Tensor],
-                           head_without: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+                           head_without: tuple[torch.Tensor, torch.Tensor], image_only: bool = False,
+                           permutations: int = 32) -> torch.Tensor:
         """The fusion head's token relevance (B, C, Ni + Lt) → the stacked output's.
 
         Per modality the game is the stacked logit with only a coalition of that modality's tokens (the other
@@ -500,6 +506,8 @@ class ClinmmModel(nn.Module):
             aux: (B, C) the auxiliary image and text heads' logits on these tokens.
             without: (B, C) output logits with the image removed, with the note removed.
             head_without: (B, C) the fusion head's logits with the image removed, with the note removed.
+            image_only: stack the image tokens' values only; the note's part is returned as given.
+            permutations: orderings the auxiliary heads' Shapley values are sampled from.
         """
         ni = img.shape[1]
         w, b = self.head_stack.coefficients(*presence)  # (B, C, 3), (B, C)
@@ -507,8 +515,11 @@ class ClinmmModel(nn.Module):
         for m, (tokens, mask, pool, head) in enumerate(((img, img_mask, self.image_pool, self.image_head),
                                                         (txt, txt_mask, self.text_pool, self.text_head))):
             rel = relevance[..., :ni] if m == 0 else relevance[..., ni:]  # (B, C, N)
+            if m == 1 and image_only:
+                parts.append(rel)
+                break
             empty = head(pool(tokens, torch.zeros_like(mask)))  # (B, C): this head on no token
-            phi = pooled_head_relevance(pool, head, tokens, mask).to(rel.dtype)  # (B, C, N)
+            phi = pooled_head_relevance(pool, head, tokens, mask, permutations=permutations).to(rel.dtype)  # (B, C, N)
             own, other = w[..., 1 + m], w[..., 2 - m]  # (B, C): weights on this / the other auxiliary head
             at_empty = w[..., 0] * head_without[m] + own * empty + other * aux[1 - m] + b  # (B, C)
             delta = without[m] - at_empty  # (B, C)

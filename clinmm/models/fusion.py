@@ -170,7 +170,8 @@ class CrossAttentionFusion(nn.Module):
 
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                 *, relevance: bool = False, image_game: RelevanceGame = "visible",
-                text_game: RelevanceGame = "visible", text_relevance: bool = True) -> FusionOutput:
+                text_game: RelevanceGame = "visible", text_relevance: bool = True,
+                permutations: int = 32) -> FusionOutput:
         """Fuse.
 
         Args:
@@ -182,6 +183,7 @@ class CrossAttentionFusion(nn.Module):
             text_game: the same for the note's tokens.
             text_relevance: with ``relevance``, also compute the note tokens' values (False: left at 0, for callers
                 that read the image's only; the note's game is most of the cost).
+            permutations: orderings sampled per study for the Shapley values (:meth:`token_relevance`).
         """
         b, ni, _ = img.shape
         lt = txt.shape[1]
@@ -221,9 +223,9 @@ class CrossAttentionFusion(nn.Module):
         if relevance:
             with torch.no_grad():
                 rel_i = self.token_relevance(queries, img_keys, img_valid, out_t, image=True, game=image_game,
-                                             pool_tokens=img)  # (B, C, Ni)
+                                             pool_tokens=img, permutations=permutations)  # (B, C, Ni)
                 rel_t = (self.token_relevance(queries, txt_keys, txt_valid, out_i, image=False, game=text_game,
-                                              pool_tokens=txt) if text_relevance
+                                              pool_tokens=txt, permutations=permutations) if text_relevance
                          else torch.zeros(b, rel_i.shape[1], lt, dtype=rel_i.dtype, device=rel_i.device))  # (B, C, Lt)
             rel = torch.cat([rel_i, rel_t], dim=-1).to(logits.dtype)  # (B, C, Ni+Lt)
         return FusionOutput(logits=logits, attention=attention, missing_attention=stand_ins, modality_share=share,

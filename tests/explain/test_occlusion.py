@@ -34,6 +34,13 @@ class _OffsetModel:
     def __init__(self) -> None:
         self.image_calls = 0
 
+    @staticmethod
+    def noise(permutations: int) -> torch.Tensor:
+        """Sampled orderings' error: the same for every input (common orderings), none at 32."""
+        if permutations == 32:
+            return torch.zeros(6)
+        return torch.tensor([-0.3, -0.2, 0.5, 0.1, -0.4, 0.2]) * 8 / permutations
+
     def forward_text(self, inputs):
         b = inputs.image.shape[0]
         return torch.zeros(b, 1, 2), torch.ones(b, 1, dtype=torch.bool), None
@@ -44,8 +51,9 @@ class _OffsetModel:
         tokens = cells.roll(-1, dims=2).reshape(image.shape[0], 6, 1)  # token (r, c) ← cell (r, c + 1)
         return tokens, present[:, None].expand(-1, 6), GRID
 
-    def token_relevance(self, img, img_mask, txt, txt_mask, *, image_present, text_present, image_only=False):
-        r = img[..., 0]  # (n, 6)
+    def token_relevance(self, img, img_mask, txt, txt_mask, *, image_present, text_present, image_only=False,
+                        permutations=32):
+        r = img[..., 0] + self.noise(permutations)  # (n, 6)
         if image_only:
             return torch.stack([r, -r], 1)  # (n, 2, 6)
         note = torch.full((r.shape[0], 1), 0.5)
@@ -83,7 +91,7 @@ def test_relevance_read_from_a_neighbour_is_carried_back_to_the_lesion():
     assert carried[0, 0, 1].item() == pytest.approx(1.0)
     assert carried[1, 0, 1].item() == pytest.approx(-1.0)  # the negative part is carried the same way
     torch.testing.assert_close(carried.sum((1, 2)), rel[0, :, :6].sum(-1))  # each label's sum kept
-    assert model.image_calls == 1 + 6  # the original, then one pass per cell
+    assert model.image_calls == 1 + 1 + 6  # the original, the carry's unoccluded baseline, one pass per cell
 
 
 def test_sub_cell_windows_give_a_finer_map_that_peaks_on_the_lesion():
@@ -94,7 +102,7 @@ def test_sub_cell_windows_give_a_finer_map_that_peaks_on_the_lesion():
                                 subcells=2)
     carried = out[0, 0]  # (2h, 2w) = (4, 6): one sub-cell per pixel here
     assert carried.shape == (4, 6)
-    assert model.image_calls == 1 + 3 * 5  # windows of one cell moved by half a cell
+    assert model.image_calls == 1 + 1 + 3 * 5  # windows of one cell moved by half a cell
     r, c = divmod(int(carried.argmax()), 6)
     assert 0 <= r < 2 and 2 <= c < 4  # inside the lesion's pixels
     assert carried[0:2, 2:4].sum() > 0.6 * carried.sum()
@@ -125,10 +133,22 @@ def test_padding_cells_are_not_replaced_and_the_fill_keeps_the_padding():
     image[0, 0, 0:2, 4:6] = 1.0  # a lesion in cell (0, 2)
     rel = _relevance(model, image)
     out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=box, reference=torch.zeros(1, 8, 8))
-    assert model.image_calls == 1 + 4  # four content cells, not six
+    assert model.image_calls == 1 + 1 + 4  # four content cells, not six
     carried = out[0, 0]
     assert carried.flatten().argmax().item() == 2  # cell (0, 2), where token (0, 1) read the lesion from
     torch.testing.assert_close(out[0].sum((1, 2)), rel[0, :, :6].sum(-1))
+
+
+def test_fewer_orderings_measure_drops_against_their_own_unoccluded_game():
+    model = _OffsetModel()
+    image = _lesion_image()
+    rel = _relevance(model, image)  # as shown: 32 orderings
+    exact = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8))
+    # 8 orderings: every pass off by the same sampling error; it cancels in the drops, the shown values are shared
+    cheap = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8),
+                                  permutations=8)
+    torch.testing.assert_close(cheap, exact)
+    torch.testing.assert_close(cheap[0].sum((1, 2)), rel[0, :, :6].sum(-1))
 
 
 def test_missing_image_keeps_its_values_and_3d_grid_is_not_carried():

@@ -120,7 +120,7 @@ def test_runs_that_differ_are_refused(tmp_path):
     # (and explanation-only settings may differ: the image relevance carried back by occlusion)
     newer = {"train": {"seed": 5, "epochs": 40, "flip_axes": []},
              "fusion": {"dim": 128, "text_relevance_rollout": 0.25, "image_relevance_carry": "occlusion",
-                        "image_relevance_carry_subcells": 2}}
+                        "image_relevance_carry_subcells": 2, "image_relevance_carry_permutations": 8}}
     later = _run(tmp_path / "n", seed=5, methods=trio, y=y, pids=pids, config=newer)
     assert pool_compare_runs([base, later], n_boot=20).methods["text_only"]["seeds"] == [0, 5]
     flipped = {"train": {"seed": 6, "epochs": 40, "flip_axes": [1]}, "fusion": {"dim": 128}}
