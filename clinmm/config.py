@@ -139,7 +139,9 @@ class FusionConfig:
             the carried map has k × the token grid's resolution ((k·h − k + 1)·(k·w − k + 1) passes per study).
         image_relevance_carry_permutations: orderings the token relevance of each occluded image is sampled from
             (even, ≥ 2; the shown relevance always uses 32). Most of the carry's cost is proportional to it; the
-            same orderings serve every window, so the drops the shares come from keep most of their precision.
+            same orderings serve every window and the unoccluded image, so their sampling error largely cancels in
+            the drops the shares come from: 4 pointed as well as 32 on three seeds at a fifth of the cost
+            (docs/explanations.md, "Measured (twenty-second session)").
         text_relevance_rollout: weight of the text encoder's self-attention against its residual stream when the
             note tokens' relevance is carried back to the words it came from (:mod:`clinmm.explain.rollout`);
             ``0`` shows the relevance of the contextual tokens as they are. Only the explanation depends on it.
@@ -167,7 +169,7 @@ class FusionConfig:
     text_relevance_game: RelevanceGame = "visible"
     image_relevance_carry: Literal["none", "occlusion"] = "none"
     image_relevance_carry_subcells: int = 1
-    image_relevance_carry_permutations: int = 32
+    image_relevance_carry_permutations: int = 4
     text_relevance_rollout: float = 0.25
     separate_note_attention: bool = False
     note_pool: bool = False
@@ -296,7 +298,8 @@ def demo_config() -> ClinmmConfig:
         # The image heatmap is carried back to the image regions the tokens read it from, by occlusion with a
         # healthy reference, with windows moving by half a token cell: it moves image pointing on validation from
         # 76 / 16 / 76 of 96 (three seeds) to what docs/explanations.md, "Measured (twenty-first session)" reports.
-        # Only the explanation depends on it (225 extra encoder passes per explained study at 128 px).
+        # Only the explanation depends on it (226 extra encoder passes per explained study at 128 px, each occluded
+        # image's token relevance sampled from 4 orderings: "Measured (twenty-second session)").
         fusion=FusionConfig(dim=128, heads=4, aux_image_weight=1.0, modality_dropout=0.3,
                             image_relevance_game="replace", image_relevance_carry="occlusion",
                             image_relevance_carry_subcells=2, separate_note_attention=True, head_stack=True),

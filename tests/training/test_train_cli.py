@@ -55,22 +55,29 @@ def test_train_then_resume_more_epochs(tmp_path, tiny_text_dir):
     assert bad.exit_code == 2 and "different configuration" in bad.output
 
 
+def _train_tiny(tmp_path, tiny_text_dir, *, fusion: dict) -> Path:
+    """One epoch of ``clinmm train`` on the tiny set with these fusion settings → the checkpoint directory."""
+    from clinmm.config import config_to_dict
+
+    cfg = config_to_dict(tiny_config(tiny_text_dir, epochs=1, batch_size=8))
+    cfg["data"]["labels"] = []
+    cfg["fusion"].update(fusion)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "ckpt"
+    result = CliRunner().invoke(app, ["train", "--manifest", str(TINY), "--out", str(out), "--config",
+                                      str(tmp_path / "tiny.yaml"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.mark.skipif(not TINY.is_file(), reason="sample_data/tiny is not in this checkout")
 def test_train_fits_the_head_stack_on_validation(tmp_path, tiny_text_dir):
     """With ``fusion.head_stack`` the training run fits the stack on the validation split before calibration, and
     the checkpoint carries it (weights and the model card's record). The tiny set's 7 validation studies hold too
     few positives for most labels: those stay the fusion head alone, and the card says so (None)."""
     from clinmm.checkpoint import load_checkpoint
-    from clinmm.config import config_to_dict
 
-    cfg = config_to_dict(tiny_config(tiny_text_dir, epochs=1, batch_size=8))
-    cfg["data"]["labels"] = []
-    cfg["fusion"]["head_stack"] = True
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "ckpt"
-    result = CliRunner().invoke(app, ["train", "--manifest", str(TINY), "--out", str(out), "--config",
-                                      str(tmp_path / "tiny.yaml"), "--no-progress"])
-    assert result.exit_code == 0, result.output
+    out = _train_tiny(tmp_path, tiny_text_dir, fusion={"head_stack": True})
     loaded = load_checkpoint(out)
     stack = loaded.model.head_stack
     assert stack is not None and bool(stack.fitted)
@@ -97,20 +104,12 @@ def test_train_fits_the_healthy_reference_for_occlusion_carry(tmp_path, tiny_tex
 
     import clinmm.train as train_module
     from clinmm.checkpoint import load_checkpoint
-    from clinmm.config import config_to_dict
     from clinmm.data.manifest import read_manifest
     from clinmm.explain.occlusion import fit_healthy_reference
     from clinmm.inference import Predictor
 
     monkeypatch.setattr(train_module, "fit_healthy_reference", functools.partial(fit_healthy_reference, min_studies=1))
-    cfg = config_to_dict(tiny_config(tiny_text_dir, epochs=1, batch_size=8))
-    cfg["data"]["labels"] = []
-    cfg["fusion"]["image_relevance_carry"] = "occlusion"
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "ckpt"
-    result = CliRunner().invoke(app, ["train", "--manifest", str(TINY), "--out", str(out), "--config",
-                                      str(tmp_path / "tiny.yaml"), "--no-progress"])
-    assert result.exit_code == 0, result.output
+    out = _train_tiny(tmp_path, tiny_text_dir, fusion={"image_relevance_carry": "occlusion"})
     man = read_manifest(TINY)
     healthy = sum(1 for r in man.split("train") if np.all(np.asarray(r.labels, float) == 0))
     assert healthy >= 1
