@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 # explanations (never a prediction), the device and the number of data-loading workers.
 _MAY_DIFFER = {"train.seed", "train.device", "train.num_workers", "fusion.text_relevance_rollout",
                "fusion.image_relevance_game", "fusion.text_relevance_game", "fusion.image_relevance_carry",
-               "fusion.image_relevance_carry_subcells", "fusion.image_relevance_carry_permutations"}
+               "fusion.image_relevance_carry_subcells", "fusion.image_relevance_carry_permutations",
+               "fusion.image_relevance_carry_window"}
 # Settings only cross_attention reads: they must agree between the runs of cross_attention, not with the baselines.
 _CROSS_ATTENTION_ONLY = {"fusion.heads", "fusion.separate_note_attention", "fusion.note_pool", "fusion.image_pool"}
 _MODES = (("full", "test_auroc"), ("no_text", "test_auroc_no_text"), ("no_image", "test_auroc_no_image"))

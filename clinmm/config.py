@@ -137,6 +137,10 @@ class FusionConfig:
             shows the tokens' relevance where the tokens are. Only the explanation depends on it.
         image_relevance_carry_subcells: k: the replaced windows (one token cell in size) move by 1/k of a cell, and
             the carried map has k × the token grid's resolution ((k·h − k + 1)·(k·w − k + 1) passes per study).
+        image_relevance_carry_window: side of each replaced window in token cells (its product with the sub-cells
+            must be a whole number: 1.5 with 2 sub-cells is a window of 3 sub-cells). A window wider than a cell
+            covers a lesion that straddles two cells; 1.5 pointed at 79 / 79 / 82 of 96 validation lesions against 78
+            / 76 / 82 with 1 (docs/explanations.md, "Measured (twenty-second session)").
         image_relevance_carry_permutations: orderings the token relevance of each occluded image is sampled from
             (even, ≥ 2; the shown relevance always uses 32). Most of the carry's cost is proportional to it; the
             same orderings serve every window and the unoccluded image, so their sampling error largely cancels in
@@ -169,6 +173,7 @@ class FusionConfig:
     text_relevance_game: RelevanceGame = "visible"
     image_relevance_carry: Literal["none", "occlusion"] = "none"
     image_relevance_carry_subcells: int = 1
+    image_relevance_carry_window: float = 1.0
     image_relevance_carry_permutations: int = 4
     text_relevance_rollout: float = 0.25
     separate_note_attention: bool = False
@@ -298,11 +303,13 @@ def demo_config() -> ClinmmConfig:
         # The image heatmap is carried back to the image regions the tokens read it from, by occlusion with a
         # healthy reference, with windows moving by half a token cell: it moves image pointing on validation from
         # 76 / 16 / 76 of 96 (three seeds) to what docs/explanations.md, "Measured (twenty-first session)" reports.
-        # Only the explanation depends on it (226 extra encoder passes per explained study at 128 px, each occluded
-        # image's token relevance sampled from 4 orderings: "Measured (twenty-second session)").
+        # Only the explanation depends on it (197 extra encoder passes per explained study at 128 px: windows of a
+        # cell and a half, each occluded image's token relevance sampled from 4 orderings: "Measured (twenty-second
+        # session)").
         fusion=FusionConfig(dim=128, heads=4, aux_image_weight=1.0, modality_dropout=0.3,
                             image_relevance_game="replace", image_relevance_carry="occlusion",
-                            image_relevance_carry_subcells=2, separate_note_attention=True, head_stack=True),
+                            image_relevance_carry_subcells=2, image_relevance_carry_window=1.5,
+                            separate_note_attention=True, head_stack=True),
         train=TrainConfig(epochs=40, batch_size=16, lr_encoder=5e-5, lr_head=3e-3, patience=0, note_branch_epochs=6),
     )
 
@@ -406,6 +413,12 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> ClinmmConfig:
     if not 1 <= config.fusion.image_relevance_carry_subcells <= 4:
         raise ConfigError(f"{source}: fusion.image_relevance_carry_subcells must be 1 … 4 (the windows' step is 1/k "
                           f"of a token cell), got {config.fusion.image_relevance_carry_subcells}")
+    fc = config.fusion
+    side = fc.image_relevance_carry_window * fc.image_relevance_carry_subcells
+    if not (abs(side - round(side)) < 1e-9 and 1 <= round(side) <= 4 * fc.image_relevance_carry_subcells):
+        raise ConfigError(f"{source}: fusion.image_relevance_carry_window × image_relevance_carry_subcells must be a "
+                          f"whole number of sub-cells, 1 … {4 * fc.image_relevance_carry_subcells} (windows up to 4 "
+                          f"cells), got {fc.image_relevance_carry_window} × {fc.image_relevance_carry_subcells}")
     perms = config.fusion.image_relevance_carry_permutations
     if perms < 2 or perms % 2:
         raise ConfigError(f"{source}: fusion.image_relevance_carry_permutations must be an even number ≥ 2 (orderings "

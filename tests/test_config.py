@@ -38,6 +38,8 @@ def test_yaml_overrides_and_base(tmp_path) -> None:
         ("fusion:\n  image_relevance_carry_subcells: 0\n", "fusion.image_relevance_carry_subcells must be 1 … 4"),
         ("fusion:\n  image_relevance_carry: pixels\n", "fusion.image_relevance_carry: expected one of"),
         ("fusion:\n  image_relevance_carry_permutations: 5\n", "carry_permutations must be an even"),
+        ("fusion:\n  image_relevance_carry_subcells: 2\n  image_relevance_carry_window: 1.25\n",
+         "whole number of sub-cells"),
     ],
 )
 def test_errors_name_key_and_file(tmp_path, text: str, needle: str) -> None:

@@ -691,6 +691,7 @@ def evaluate_faithfulness(model, manifest: str | Path, *, ground_truth: str | Pa
     summary["image_relevance_carry"] = fc.image_relevance_carry if carried else "none"
     summary["image_relevance_carry_subcells"] = fc.image_relevance_carry_subcells if carried else None
     summary["image_relevance_carry_permutations"] = fc.image_relevance_carry_permutations if carried else None
+    summary["image_relevance_carry_window"] = fc.image_relevance_carry_window if carried else None
     return summary
 
 

@@ -16,10 +16,12 @@ the image's counterpart here asks the encoder where each token's relevance comes
 
 With ``subcells`` = k the replaced windows, still one cell in size, move by 1/k of a cell, and each window's share is
 spread evenly over the k × k sub-cells it covers: a map k × finer than the token grid, for lesions that straddle
-cells. The carried map keeps every label's sum (each token's positive and negative parts are shared out whole), so
-it still adds up to the logit minus the logit without the image, and the modality share is untouched. It costs one
-encoder and fusion pass per window that holds image content ((k·h − k + 1)·(k·w − k + 1) at most: 64 on an 8 × 8
-grid with k = 1, 225 with k = 2), and one for the image as it is, in chunks. The token relevance of these passes is
+cells. With ``window`` = m sub-cells the windows are m / k cells wide (the demo: m = 3, k = 2, a cell and a half,
+which covers a nodule that straddles two cells) and still move by 1/k of a cell. The carried map keeps every label's
+sum (each token's positive and negative parts are shared out whole), so it still adds up to the logit minus the logit
+without the image, and the modality share is untouched. It costs one encoder and fusion pass per window that holds
+image content ((k·h − m + 1)·(k·w − m + 1) at most: 64 on an 8 × 8 grid with k = m = 1, 225 with k = m = 2, 196
+with k = 2 and m = 3), and one for the image as it is, in chunks. The token relevance of these passes is
 sampled from fewer orderings than the shown one (``permutations``, 4 against 32): every pass uses the same
 orderings, so their sampling error largely cancels in the drops, and the fusion head's cost, most of the carry's,
 falls eightfold. 2D images only: a 3D study keeps its token relevance as it is. Only the explanation depends on it,
@@ -121,12 +123,12 @@ def _cell_edges(n_pixels: int, n_cells: int) -> list[int]:
     return [round(i * n_pixels / n_cells) for i in range(n_cells + 1)]
 
 
-def _incidence(windows: list[tuple[int, int]], k: int, shape: tuple[int, int]) -> torch.Tensor:
-    """(P, kh·kw): window p's even share of each sub-cell it covers (k × k sub-cells, each 1/k²)."""
+def _incidence(windows: list[tuple[int, int]], side: int, shape: tuple[int, int]) -> torch.Tensor:
+    """(P, kh·kw): window p's even share of each sub-cell it covers (side × side sub-cells, each 1/side²)."""
     kh, kw = shape
     m = torch.zeros(len(windows), kh, kw)
     for p, (a, b) in enumerate(windows):
-        m[p, a:a + k, b:b + k] = 1.0 / (k * k)
+        m[p, a:a + side, b:b + side] = 1.0 / (side * side)
     return m.reshape(len(windows), kh * kw)
 
 
@@ -155,11 +157,13 @@ def _spread(r: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
 @torch.no_grad()
 def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: torch.Tensor, *,
                           grid: tuple[int, ...], boxes: torch.Tensor | None, reference: torch.Tensor,
-                          subcells: int = 1, permutations: int = 4, chunk: int = 64) -> torch.Tensor | None:
+                          subcells: int = 1, window: int | None = None, permutations: int = 4,
+                          chunk: int = 64) -> torch.Tensor | None:
     """The image tokens' relevance → the same carried back to the image regions it was read from.
 
-    The replaced regions are windows the size of one token cell; with ``subcells`` = k > 1 they move by 1/k of a
-    cell ((k·h − k + 1) × (k·w − k + 1) windows instead of h × w), and the map has k × the token grid's resolution.
+    The replaced regions are windows the size of one token cell (or ``window`` sub-cells); with ``subcells`` = k > 1
+    they move by 1/k of a cell ((k·h − m + 1) × (k·w − m + 1) windows of m sub-cells instead of h × w), and the map
+    has k × the token grid's resolution.
 
     Args:
         model: the classifier (eval mode); its fusion must return token relevance (cross_attention).
@@ -169,6 +173,8 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         boxes: (B, 4) the image content's (top, left, rows, cols) on the model grid, or None (the whole image).
         reference: (1, S, S) the healthy reference (:func:`fit_healthy_reference`).
         subcells: k, the windows' step is 1/k of a token cell.
+        window: m, the side of a replaced window in sub-cells (m / k token cells; default k, one cell). A window a
+            little larger than a cell (m = 3 with k = 2) covers a lesion that straddles two cells.
         permutations: orderings each occluded image's token relevance is sampled from. The drops are measured
             against the unoccluded image's relevance from the same orderings (one more pass), so the sampling noise
             they share cancels; what is shared out is ``relevance`` as given.
@@ -184,6 +190,9 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         raise ValueError(f"carry_image_relevance: subcells must be >= 1, got {subcells}")
     h, w = grid
     k = subcells
+    m = k if window is None else window
+    if not 1 <= m <= min(k * h, k * w):
+        raise ValueError(f"carry_image_relevance: window must be 1 … {min(k * h, k * w)} sub-cells, got {m}")
     ni = h * w
     _, _, height, width = inputs.image.shape
     ys, xs = _cell_edges(height, k * h), _cell_edges(width, k * w)
@@ -196,8 +205,8 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         image = inputs.image[i]  # (1, H, W)
         fill = reference_fill(image, reference, box)
         # only windows that hold image content: replacing padding changes nothing
-        windows = [(a, b) for a in range(k * h - k + 1) for b in range(k * w - k + 1)
-                   if ys[a] < top + rows and ys[a + k] > top and xs[b] < left + cols and xs[b + k] > left]
+        windows = [(a, b) for a in range(k * h - m + 1) for b in range(k * w - m + 1)
+                   if ys[a] < top + rows and ys[a + m] > top and xs[b] < left + cols and xs[b + m] > left]
         one = ModelInputs(**{key: v[i:i + 1] for key, v in inputs.__dict__.items()})
         txt, txt_mask, _ = model.forward_text(one)  # (1, Lt, D), (1, Lt)
         parts = []
@@ -208,7 +217,7 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
             for j, window in enumerate(block):
                 if window is not None:
                     a, b = window
-                    occluded[j, :, ys[a]:ys[a + k], xs[b]:xs[b + k]] = fill[:, ys[a]:ys[a + k], xs[b]:xs[b + k]]
+                    occluded[j, :, ys[a]:ys[a + m], xs[b]:xs[b + m]] = fill[:, ys[a]:ys[a + m], xs[b]:xs[b + m]]
             n = len(block)
             present = one.image_present.expand(n)
             img, img_mask, _ = model.forward_image(occluded, present)  # (n, Ni, D)
@@ -219,7 +228,7 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         r_all = torch.cat(parts)  # (1 + P, C, Ni)
         base, r_occ = r_all[0], r_all[1:]  # (C, Ni) the same game unoccluded, (P, C, Ni)
         shown = relevance[i, :, :ni].float()  # (C, Ni)
-        incidence = _incidence(windows, k, (k * h, k * w))  # (P, kh·kw)
+        incidence = _incidence(windows, m, (k * h, k * w))  # (P, kh·kw)
         out[i] = (_share_out(shown.clamp_min(0), base.clamp_min(0), r_occ.clamp_min(0), incidence, grid=grid, k=k)
                   - _share_out((-shown).clamp_min(0), (-base).clamp_min(0), (-r_occ).clamp_min(0), incidence,
                                grid=grid, k=k))

@@ -113,6 +113,24 @@ def test_sub_cell_windows_give_a_finer_map_that_peaks_on_the_lesion():
                               subcells=0)
 
 
+def test_windows_wider_than_a_cell_cover_a_lesion_that_straddles_two_cells():
+    model = _OffsetModel()
+    image = torch.zeros(1, 1, 4, 6)
+    image[0, 0, 0:2, 3:5] = 1.0  # a lesion across cells (0, 1) and (0, 2): tokens (0, 0) and (0, 1) read half each
+    rel = _relevance(model, image)
+    out = carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8),
+                                subcells=2, window=3)  # windows of a cell and a half, moved by half a cell
+    assert model.image_calls == 1 + 1 + 2 * 4  # (4 − 3 + 1) × (6 − 3 + 1) windows, and the baseline
+    carried = out[0, 0]  # (4, 6)
+    r, c = divmod(int(carried.argmax()), 6)
+    assert 0 <= r < 2 and 3 <= c < 5  # inside the lesion's pixels
+    assert int(carried.sum(0).argmax()) in (3, 4)  # the columns hold most where the lesion is
+    torch.testing.assert_close(out[0].sum((1, 2)), rel[0, :, :6].sum(-1))
+    with pytest.raises(ValueError, match="window must be 1 … 4 sub-cells"):
+        carry_image_relevance(model, _inputs(image), rel, grid=GRID, boxes=None, reference=torch.zeros(1, 8, 8),
+                              subcells=2, window=5)
+
+
 def test_a_token_no_replacement_lowers_keeps_its_relevance_in_place():
     model = _OffsetModel()
     image = _lesion_image()
@@ -206,6 +224,7 @@ def test_checkpoint_stores_the_reference_and_predictor_carries_with_the_sum_kept
     out = tmp_path / "carry"
     cfg = copy.deepcopy(loaded.config)
     cfg.fusion.image_relevance_carry_subcells = 1  # windows of one cell, moved by one cell: the token grid itself
+    cfg.fusion.image_relevance_carry_window = 1.0
     save_checkpoint(out, model=model, config=cfg, labels=loaded.labels, calibration=loaded.calibration,
                     scope={}, model_card={}, reference={})
     carrying = Predictor.from_path(out, device="cpu")
