@@ -139,7 +139,7 @@ class FusionConfig:
             the carried map has k × the token grid's resolution ((k·h − k + 1)·(k·w − k + 1) passes per study).
         image_relevance_carry_window: side of each replaced window in token cells (its product with the sub-cells
             must be a whole number: 1.5 with 2 sub-cells is a window of 3 sub-cells). A window wider than a cell
-            covers a lesion that straddles two cells; 1.5 pointed at 79 / 79 / 82 of 96 validation lesions against 78
+            covers a lesion that straddles two cells; 1.5 pointed at 79 / 79 / 83 of 96 validation lesions against 78
             / 76 / 82 with 1 (docs/explanations.md, "Measured (twenty-second session)").
         image_relevance_carry_permutations: orderings the token relevance of each occluded image is sampled from
             (even, ≥ 2; the shown relevance always uses 32). Most of the carry's cost is proportional to it; the
