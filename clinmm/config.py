@@ -136,7 +136,8 @@ class FusionConfig:
             (:mod:`clinmm.explain.occlusion`; one more encoder pass per cell of an explained 2D study); ``"none"``
             shows the tokens' relevance where the tokens are. Only the explanation depends on it.
         image_relevance_carry_subcells: k: the replaced windows (one token cell in size) move by 1/k of a cell, and
-            the carried map has k × the token grid's resolution ((k·h − k + 1)·(k·w − k + 1) passes per study).
+            the carried map has k × the token grid's resolution ((k·h − m + 1)·(k·w − m + 1) passes per study, m the
+            window's side in sub-cells).
         image_relevance_carry_window: side of each replaced window in token cells (its product with the sub-cells
             must be a whole number: 1.5 with 2 sub-cells is a window of 3 sub-cells). A window wider than a cell
             covers a lesion that straddles two cells; 1.5 pointed at 79 / 79 / 83 of 96 validation lesions against 78
@@ -180,6 +181,11 @@ class FusionConfig:
     note_pool: bool = False
     image_pool: bool = False
     head_stack: bool = False
+
+    @property
+    def image_relevance_carry_window_subcells(self) -> int:
+        """The replaced window's side in sub-cells (``image_relevance_carry_window`` × ``…_subcells``, rounded)."""
+        return round(self.image_relevance_carry_window * self.image_relevance_carry_subcells)
 
 
 @dataclass
@@ -410,16 +416,17 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> ClinmmConfig:
     if bad:
         raise ConfigError(f"{source}: train.flip_axes: {bad} are not spatial axes of a "
                           f"{config.image.spatial_dims}D input (0 … {config.image.spatial_dims - 1})")
-    if not 1 <= config.fusion.image_relevance_carry_subcells <= 4:
-        raise ConfigError(f"{source}: fusion.image_relevance_carry_subcells must be 1 … 4 (the windows' step is 1/k "
-                          f"of a token cell), got {config.fusion.image_relevance_carry_subcells}")
     fc = config.fusion
+    if not 1 <= fc.image_relevance_carry_subcells <= 4:
+        raise ConfigError(f"{source}: fusion.image_relevance_carry_subcells must be 1 … 4 (the windows' step is 1/k "
+                          f"of a token cell), got {fc.image_relevance_carry_subcells}")
     side = fc.image_relevance_carry_window * fc.image_relevance_carry_subcells
-    if not (abs(side - round(side)) < 1e-9 and 1 <= round(side) <= 4 * fc.image_relevance_carry_subcells):
+    if not (abs(side - fc.image_relevance_carry_window_subcells) < 1e-9
+            and 1 <= fc.image_relevance_carry_window_subcells <= 4 * fc.image_relevance_carry_subcells):
         raise ConfigError(f"{source}: fusion.image_relevance_carry_window × image_relevance_carry_subcells must be a "
                           f"whole number of sub-cells, 1 … {4 * fc.image_relevance_carry_subcells} (windows up to 4 "
                           f"cells), got {fc.image_relevance_carry_window} × {fc.image_relevance_carry_subcells}")
-    perms = config.fusion.image_relevance_carry_permutations
+    perms = fc.image_relevance_carry_permutations
     if perms < 2 or perms % 2:
         raise ConfigError(f"{source}: fusion.image_relevance_carry_permutations must be an even number ≥ 2 (orderings "
                           f"are sampled in reversed pairs), got {perms}")

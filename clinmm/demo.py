@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["DemoPaths", "run_demo"]
 
 logger = logging.getLogger(__name__)
-FAITHFULNESS_STUDIES = 24  # test studies the demo measures explanation faithfulness on (about 3 min on 2 CPU cores)
+FAITHFULNESS_STUDIES = 24  # test studies the demo measures explanation faithfulness on (about 1 min on 2 CPU cores)
 
 
 @dataclass

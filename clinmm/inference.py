@@ -207,7 +207,7 @@ class Predictor:
                 out.image_relevance_map = carry_image_relevance(
                     model, inputs, out.relevance, grid=out.image_grid, boxes=batch.boxes,
                     reference=model.healthy_reference, subcells=fc.image_relevance_carry_subcells,
-                    window=round(fc.image_relevance_carry_window * fc.image_relevance_carry_subcells),
+                    window=fc.image_relevance_carry_window_subcells,
                     permutations=fc.image_relevance_carry_permutations)
         return out
 

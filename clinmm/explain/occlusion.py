@@ -214,9 +214,9 @@ def carry_image_relevance(model: ClinmmModel, inputs: ModelInputs, relevance: to
         for start in range(0, len(passes), chunk):
             block = passes[start:start + chunk]
             occluded = image[None].repeat(len(block), 1, 1, 1)  # (n, 1, H, W)
-            for j, window in enumerate(block):
-                if window is not None:
-                    a, b = window
+            for j, spot in enumerate(block):
+                if spot is not None:
+                    a, b = spot
                     occluded[j, :, ys[a]:ys[a + m], xs[b]:xs[b + m]] = fill[:, ys[a]:ys[a + m], xs[b]:xs[b + m]]
             n = len(block)
             present = one.image_present.expand(n)
