@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clinmm.config import ClinmmConfig
-from clinmm.models.fusion import CrossAttentionFusion, FusionOutput, MeanMaxPool, build_fusion
+from clinmm.models.fusion import SHAPLEY_PERMUTATIONS, CrossAttentionFusion, FusionOutput, MeanMaxPool, build_fusion
 from clinmm.models.head_stack import HeadStack, pooled_head_relevance
 from clinmm.models.image import ImageEncoder
 from clinmm.models.text_cache import FrozenTextCache
@@ -422,7 +422,7 @@ class ClinmmModel(nn.Module):
 
     def _fuse(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
               image_present: torch.Tensor, text_present: torch.Tensor, *, relevance: bool, text_relevance: bool = True,
-              permutations: int = 32,
+              permutations: int = SHAPLEY_PERMUTATIONS,
               ) -> tuple[FusionOutput, torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
         """The fusion (with token relevance when asked and supported, from ``permutations`` sampled orderings; the
         note's only with ``text_relevance``), the output logits (B, C) and the auxiliary heads' logits."""
@@ -439,7 +439,7 @@ class ClinmmModel(nn.Module):
     def _explain(self, fused: FusionOutput, logits: torch.Tensor, img: torch.Tensor, img_mask: torch.Tensor,
                  txt: torch.Tensor, txt_mask: torch.Tensor, image_present: torch.Tensor, text_present: torch.Tensor,
                  *, aux: tuple[torch.Tensor | None, torch.Tensor | None], image_only: bool = False,
-                 permutations: int = 32) -> _Explained:
+                 permutations: int = SHAPLEY_PERMUTATIONS) -> _Explained:
         """What the model says without each modality (its own missing-modality path), the output's token relevance
         and, with a head stack, the modality share (None without one: the fusion's own share stands).
         ``image_only``: the note tokens' relevance is left as the fusion returned it (the carry reads the image's)."""
@@ -467,12 +467,13 @@ class ClinmmModel(nn.Module):
 
     def token_relevance(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                         *, image_present: torch.Tensor, text_present: torch.Tensor, image_only: bool = False,
-                        permutations: int = 32) -> torch.Tensor:
+                        permutations: int = SHAPLEY_PERMUTATIONS) -> torch.Tensor:
         """Projected tokens of both modalities → (B, C, Ni + Lt) each token's relevance to the output logit, as
         ``forward(..., explain=True)`` returns it (cross_attention only). What explanations that re-run the image
         branch many times call (:mod:`clinmm.explain.occlusion`); ``image_only`` skips the note tokens' Shapley
         values (most of the cost) and returns only the image part, (B, C, Ni); ``permutations``: the orderings the
-        Shapley values are sampled from (32: as ``forward`` computes them; fewer is cheaper and noisier)."""
+        Shapley values are sampled from (``SHAPLEY_PERMUTATIONS``, 32: as ``forward`` computes them; fewer is cheaper
+        and noisier)."""
         if not self.supports_relevance:
             raise ValueError(f"token_relevance: fusion.method={self.config.fusion.method!r} returns no token "
                              "relevance (cross_attention only)")
@@ -488,7 +489,7 @@ class ClinmmModel(nn.Module):
                            aux: tuple[torch.Tensor, torch.Tensor],
                            without: tuple[torch.Tensor, torch.Tensor],
                            head_without: tuple[torch.Tensor, torch.Tensor], image_only: bool = False,
-                           permutations: int = 32) -> torch.Tensor:
+                           permutations: int = SHAPLEY_PERMUTATIONS) -> torch.Tensor:
         """The fusion head's token relevance (B, C, Ni + Lt) → the stacked output's.
 
         Per modality the game is the stacked logit with only a coalition of that modality's tokens (the other

@@ -24,9 +24,12 @@ from clinmm.errors import ConfigError
 
 __all__ = ["FusionOutput", "build_fusion", "CrossAttentionFusion", "ConcatFusion", "GatedFusion",
            "UnimodalFusion", "masked_mean", "masked_max", "MeanMaxPool", "FUSION_METHODS",
-           "prefix_mean_max", "shapley_orderings"]
+           "prefix_mean_max", "shapley_orderings", "SHAPLEY_PERMUTATIONS"]
 
 FUSION_METHODS = ("cross_attention", "concat", "gated", "image_only", "text_only")
+SHAPLEY_PERMUTATIONS = 32
+"""Orderings the token Shapley values are sampled from (per study, in reversed pairs) where a caller names none: the
+relevance every explanation shows."""
 
 
 @dataclass
@@ -171,7 +174,7 @@ class CrossAttentionFusion(nn.Module):
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor,
                 *, relevance: bool = False, image_game: RelevanceGame = "visible",
                 text_game: RelevanceGame = "visible", text_relevance: bool = True,
-                permutations: int = 32) -> FusionOutput:
+                permutations: int = SHAPLEY_PERMUTATIONS) -> FusionOutput:
         """Fuse.
 
         Args:
@@ -249,7 +252,7 @@ class CrossAttentionFusion(nn.Module):
         return (h * self.head_weight).sum(-1) + self.head_bias  # (B, C)
 
     def token_relevance(self, queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor,
-                        other_out: torch.Tensor, *, image: bool, permutations: int = 32,
+                        other_out: torch.Tensor, *, image: bool, permutations: int = SHAPLEY_PERMUTATIONS,
                         max_prefixes: int = 4096, seed: int = 0, game: RelevanceGame = "visible",
                         pool_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Each key token's Shapley value for each label's logit: the players are this modality's tokens, the other

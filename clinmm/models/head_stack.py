@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clinmm.models.fusion import MeanMaxPool, prefix_mean_max, shapley_orderings
+from clinmm.models.fusion import SHAPLEY_PERMUTATIONS, MeanMaxPool, prefix_mean_max, shapley_orderings
 
 __all__ = ["HeadStack", "PATTERNS", "presence_pattern", "pooled_head_relevance"]
 
@@ -69,7 +69,8 @@ class HeadStack(nn.Module):
 
 
 def pooled_head_relevance(pool: MeanMaxPool, head: nn.Linear, tokens: torch.Tensor, mask: torch.Tensor, *,
-                          permutations: int = 32, max_prefixes: int = 4096, seed: int = 0) -> torch.Tensor:
+                          permutations: int = SHAPLEY_PERMUTATIONS, max_prefixes: int = 4096,
+                          seed: int = 0) -> torch.Tensor:
     """Each token's Shapley value for each label's logit of an auxiliary head ``head(pool(tokens of S))``.
 
     The players are the visible tokens; a coalition's value is the head on the mean and max over its tokens, and the
